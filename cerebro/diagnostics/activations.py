@@ -1,0 +1,123 @@
+"""``activations``: per-layer output statistics, dead units and saturation, streamed over the samples."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from cerebro.diagnostics.base import Diagnostic
+from cerebro.engine.context import AutopsyContext
+from cerebro.engine.hooks import find_module, forward_hooks, leaf_modules, tensor_output
+from cerebro.registry import register_diagnostic
+from cerebro.report.figures import bar
+from cerebro.report.writer import DiagnosticOutput
+
+__all__ = ["Activations"]
+
+# Output range of bounded activations: values within (1 - saturation) of a bound count as saturated.
+_BOUNDS: dict[type[nn.Module], tuple[float, float]] = {
+    nn.Tanh: (-1.0, 1.0), nn.Hardtanh: (-1.0, 1.0), nn.Softsign: (-1.0, 1.0),
+    nn.Sigmoid: (0.0, 1.0), nn.Hardsigmoid: (0.0, 1.0),
+}
+
+
+@dataclass
+class ActivationsOptions:
+    #: Dotted layer names to watch; null watches every leaf layer.
+    layers: Optional[List[str]] = None
+    #: A layer is flagged dead when at least this fraction of its units (dim 1) is zero on every sample.
+    dead_fraction: float = field(default=0.9, metadata={"min": 0.0})
+    #: Bounded activations (tanh, sigmoid, ...) within (1 - saturation) of a bound count as saturated.
+    saturation: float = field(default=0.99, metadata={"min": 0.0})
+    #: A layer is flagged saturated when more than this fraction of its values is saturated.
+    saturated_fraction: float = field(default=0.5, metadata={"min": 0.0})
+
+
+class _Stats:
+    def __init__(self, bounds: tuple[float, float] | None) -> None:
+        self.bounds = bounds
+        self.count = 0
+        self.sum = self.sumsq = 0.0
+        self.zeros = self.saturated = 0
+        self.unit_max: Tensor | None = None
+        self.finite = True
+
+    def update(self, t: Tensor, sat: float) -> None:
+        t = t.detach()
+        td = t.double()
+        self.count += t.numel()
+        self.sum += float(td.sum())
+        self.sumsq += float((td * td).sum())
+        self.zeros += int((t == 0).sum())
+        self.finite = self.finite and bool(torch.isfinite(t).all())
+        if self.bounds is not None:
+            lo, hi = self.bounds
+            margin = (1.0 - sat) * (hi - lo) / 2 if lo < 0 else (1.0 - sat) * (hi - lo)
+            self.saturated += int(((t <= lo + margin) | (t >= hi - margin)).sum())
+        units = t.abs().transpose(0, 1).reshape(t.shape[1], -1).amax(dim=1) if t.ndim >= 2 else t.abs().amax().reshape(1)
+        self.unit_max = units if self.unit_max is None else torch.maximum(self.unit_max, units)
+
+    def summary(self) -> dict[str, Any]:
+        mean = self.sum / self.count
+        var = max(self.sumsq / self.count - mean * mean, 0.0)
+        assert self.unit_max is not None
+        return {
+            "mean": mean,
+            "std": var**0.5,
+            "zero_fraction": self.zeros / self.count,
+            "dead_unit_fraction": float((self.unit_max == 0).double().mean()),
+            "saturated_fraction": self.saturated / self.count if self.bounds is not None else None,
+            "units": int(self.unit_max.numel()),
+            "finite": self.finite,
+        }
+
+
+@register_diagnostic("activations")
+class Activations(Diagnostic):
+    """Streams each watched layer's outputs over the samples: mean, std, zeros, dead units and saturation."""
+
+    Options = ActivationsOptions
+
+    def check_model(self, model: nn.Module) -> None:
+        for name in self.options.layers or []:
+            find_module(model, name)
+
+    def run(self, ctx: AutopsyContext, out: DiagnosticOutput) -> None:
+        if self.options.layers:
+            modules = {n: find_module(ctx.model, n) for n in self.options.layers}
+        else:
+            modules = leaf_modules(ctx.model)
+        stats = {n: _Stats(next((b for c, b in _BOUNDS.items() if isinstance(m, c)), None)) for n, m in modules.items()}
+
+        def record(name: str, _m: nn.Module, output: object) -> None:
+            t = tensor_output(output)
+            if t is not None and t.is_floating_point() and t.numel():
+                stats[name].update(t, self.options.saturation)
+
+        with torch.no_grad(), forward_hooks(modules, record):
+            for sl in ctx.chunks():
+                ctx.model(ctx.x(sl))
+        per_layer = {n: s.summary() for n, s in stats.items() if s.count}
+        skipped = sorted(n for n, s in stats.items() if not s.count)
+        out.metric("per_layer", per_layer)
+        out.metric("layers", len(per_layer))
+        if skipped:
+            out.metric("layers_without_tensor_output", skipped)
+        for n, s in per_layer.items():
+            if s["dead_unit_fraction"] >= self.options.dead_fraction:
+                out.flag(f"dead layer: {n} ({s['dead_unit_fraction']:.0%} of {s['units']} units never active)")
+            if s["saturated_fraction"] is not None and s["saturated_fraction"] > self.options.saturated_fraction:
+                out.flag(f"saturated layer: {n} ({s['saturated_fraction']:.0%} of values at a bound)")
+            if not s["finite"]:
+                out.flag(f"non-finite activations: {n}")
+        names = list(per_layer)
+        if names:
+            out.figure(bar(names, [per_layer[n]["zero_fraction"] for n in names], "fraction of zero outputs per layer",
+                           "zero fraction"), "zeros")
+            out.figure(bar(names, [max(per_layer[n]["std"], 1e-12) for n in names], "output std per layer", "std",
+                           log=True), "std")
+            out.array("dead_unit_fraction", np.array([per_layer[n]["dead_unit_fraction"] for n in names]))

@@ -1,0 +1,95 @@
+"""The :class:`Diagnostic` base class and option validation.
+
+A diagnostic declares its options as a dataclass (``Options``); each field may carry ``metadata`` with
+``choices`` and a ``min``. Options are validated when the diagnostic is built, i.e. when the callback is
+constructed, so a typo fails before training starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from torch import nn
+
+from cerebro.errors import CerebroConfigError, choice_error
+
+if TYPE_CHECKING:
+    from cerebro.engine.context import AutopsyContext
+    from cerebro.report.writer import DiagnosticOutput
+
+__all__ = ["Diagnostic", "NoOptions", "validate_options"]
+
+
+@dataclasses.dataclass
+class NoOptions:
+    """A diagnostic without options."""
+
+
+def validate_options(name: str, schema: type, options: Mapping[str, Any] | None) -> Any:
+    """Merge ``options`` into the ``schema`` dataclass, raising :class:`CerebroConfigError` on any mistake."""
+    if options is None:
+        options = {}
+    if isinstance(options, DictConfig):
+        options = OmegaConf.to_container(options, resolve=True)  # type: ignore[assignment]
+    if not isinstance(options, Mapping):
+        raise CerebroConfigError(f"options of diagnostic {name!r} must be a mapping, got {type(options).__name__}: {options!r}")
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    for key in options:
+        if key not in fields:
+            if not fields:
+                raise CerebroConfigError(f"diagnostic {name!r} takes no options, got {key!r}")
+            raise choice_error(f"{name} option", key, fields)
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), dict(options))
+        value = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or getattr(err, "key", None) or "?"
+        msg = getattr(err, "msg", None) or str(err).splitlines()[0]
+        raise CerebroConfigError(f"{name}.{key}: {msg}") from None
+    for f in fields.values():
+        v = getattr(value, f.name)
+        choices = f.metadata.get("choices")
+        if choices is not None and v not in choices and not (f.metadata.get("path_ok") and isinstance(v, str)):
+            raise choice_error(f"{name}.{f.name}", v, choices)
+        low = f.metadata.get("min")
+        if low is not None and isinstance(v, (int, float)) and not isinstance(v, bool) and v < low:
+            raise CerebroConfigError(f"`{name}.{f.name}` must be >= {low}, got {v!r}")
+    return value
+
+
+class Diagnostic:
+    """Base class of every diagnostic. Subclass, set ``Options``, implement :meth:`run`, and register it.
+
+    Example:
+        >>> @register_diagnostic("output_range")
+        ... class OutputRange(Diagnostic):
+        ...     def run(self, ctx, out):
+        ...         out.metric("max", float(ctx.outputs.max()))
+    """
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
+    #: Needs labels in the batches; without them the diagnostic is ``skipped`` with the reason.
+    requires_labels: ClassVar[bool] = False
+
+    def __init__(self, options: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        merged = {**dict(options or {}), **kwargs}
+        self.options = validate_options(self.name or type(self).__name__, self.Options, merged)
+
+    def check_model(self, model: nn.Module) -> None:
+        """Checks that need the module but no data (e.g. a layer name). Runs in the callback's ``setup``."""
+
+    def run(self, ctx: AutopsyContext, out: DiagnosticOutput) -> None:
+        """Compute metrics, flags, arrays and figures into ``out``."""
+        raise NotImplementedError
+
+    def config(self) -> dict[str, Any]:
+        """The resolved options, for ``summary.json``."""
+        return {self.name: dataclasses.asdict(self.options)}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({dataclasses.asdict(self.options)})"

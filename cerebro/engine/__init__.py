@@ -1,0 +1,1 @@
+"""Shared machinery: the autopsy context, hook management, batching and memory policy."""

@@ -1,0 +1,80 @@
+"""The :class:`AutopsyContext` every diagnostic receives: model copy, samples, target and the shared forward pass."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from cerebro.engine.budget import chunks
+from cerebro.samples import SampleSet
+from cerebro.targets import ScalarForward, TargetAdapter
+
+__all__ = ["AutopsyContext", "compute_outputs", "find_module_loss"]
+
+
+@torch.no_grad()
+def compute_outputs(model: nn.Module, x: Tensor, batch_size: int, device: torch.device) -> Tensor:
+    """One forward pass over all samples in chunks; raw outputs on the CPU."""
+    outs = [model(x[sl].to(device)).detach().cpu() for sl in chunks(x.shape[0], batch_size)]
+    return torch.cat(outs)
+
+
+def find_module_loss(model: nn.Module) -> tuple[str, Callable[[Tensor, Tensor], Tensor]] | None:
+    """The module's own loss (``loss_fn``, ``criterion``, ``loss_function`` or ``loss_func`` attribute), if any."""
+    for attr in ("loss_fn", "criterion", "loss_function", "loss_func"):
+        fn = getattr(model, attr, None)
+        if callable(fn):
+            return attr, fn
+    return None
+
+
+@dataclass
+class AutopsyContext:
+    """Everything a diagnostic may use. ``outputs``/``scores``/``index`` come from one shared forward pass."""
+
+    model: nn.Module
+    target: TargetAdapter
+    samples: SampleSet
+    device: torch.device
+    batch_size: int
+    outputs: Tensor
+    index: Tensor | None
+    seed: int = 0
+    memory_budget: int = 1 << 30
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.forward = ScalarForward(self.model, self.target)
+        self.scores = self.target.select(self.outputs, self.index).detach()
+
+    @property
+    def n(self) -> int:
+        return self.samples.n
+
+    @property
+    def has_labels(self) -> bool:
+        return self.samples.y is not None
+
+    def labels(self) -> Tensor:
+        assert self.samples.y is not None
+        return self.target.labels(self.samples.y)
+
+    def predictions(self) -> Tensor:
+        return self.target.predictions(self.outputs)
+
+    def chunks(self, size: int | None = None) -> Iterator[slice]:
+        yield from chunks(self.n, size or self.batch_size)
+
+    def x(self, sl: slice) -> Tensor:
+        return self.samples.x[sl].to(self.device)
+
+    def y(self, sl: slice) -> Tensor | None:
+        return None if self.samples.y is None else self.samples.y[sl].to(self.device)
+
+    def forward_args(self, sl: slice) -> tuple[Tensor, ...] | None:
+        """``additional_forward_args`` for Captum: the per-sample target index, when the target has one."""
+        return None if self.index is None else (self.index[sl].to(self.device),)

@@ -1,0 +1,187 @@
+"""The :class:`ModelAutopsy` Lightning callback: a model autopsy once training (or testing) is over."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from cerebro.errors import AutopsyFailure, CerebroConfigError, choice_error
+from cerebro.model_source import CHECKPOINT_CHOICES, resolve_checkpoint
+from cerebro.runner import build_config, execute, resolve_device
+from cerebro.targets import TargetAdapter
+
+__all__ = ["ModelAutopsy"]
+
+log = logging.getLogger("cerebro")
+SPLITS = ("val", "test", "train")
+STAGES = ("fit", "test")
+_CKPT_SUFFIXES = (".ckpt", ".pt", ".pth")
+
+
+def _first(loader: Any) -> Any:
+    """Lightning keeps one loader or a list/dict of them; the autopsy studies the first."""
+    if isinstance(loader, (list, tuple)):
+        return loader[0] if loader else None
+    if isinstance(loader, Mapping):
+        return next(iter(loader.values()), None)
+    return loader
+
+
+class ModelAutopsy(Callback):
+    r"""Run a model autopsy (attributions and health diagnostics) after ``trainer.fit`` and/or ``trainer.test``.
+
+    Every argument is validated here, and the ones that need the model (layer names) in :meth:`setup`, so a typo
+    fails before training starts. An autopsy that fails at run time is recorded in ``summary.json`` and never
+    breaks the training run, its checkpoints or its logs, unless ``fail_on_error=True``.
+
+    Args:
+        diagnostics: names or ``{name: {options}}`` entries, or a ``{name: options}`` mapping (default: the six
+            core diagnostics: predictions, gradients, activations, failure_modes, integrated_gradients,
+            layer_gradcam).
+        checkpoint: ``"best"`` (the ModelCheckpoint's best), ``"last"``, ``"live"`` or a checkpoint path. Weights
+            are loaded into a private copy of the module; without a checkpoint the live module is used and
+            ``checkpoint.fallback_reason`` says why.
+        target: ``"regression"``, ``"classification"`` or ``{kind: ..., ...}`` (see :mod:`cerebro.targets`).
+        split: which of the Trainer's dataloaders supplies the samples: ``val``, ``test`` or ``train``.
+        dataloader: an explicit loader, overriding ``split``.
+        max_samples: number of samples studied.
+        batch_size: samples per forward pass (default: the loader's batch size).
+        output_dir: report folder (default ``<trainer.log_dir or default_root_dir>/autopsy``).
+        run_on: stages after which the autopsy runs: ``"fit"`` and/or ``"test"``.
+        fail_on_error: strict mode, for CI: a failed autopsy or diagnostic raises.
+        seed: seed of ``sampling="random"``.
+        device: where the autopsy runs (default: the device training used).
+        sampling: ``"first"`` samples in order or a seeded ``"random"`` draw.
+        input_key / target_key: where input and label sit in a batch (tuple positions or dict keys).
+        memory_budget_mb: activation memory per attribution pass (default: automatic).
+    """
+
+    def __init__(
+        self,
+        diagnostics: Any = None,
+        checkpoint: str = "best",
+        target: str | Mapping[str, Any] | TargetAdapter = "regression",
+        split: str = "val",
+        dataloader: Iterable[Any] | None = None,
+        max_samples: int = 256,
+        batch_size: int | None = None,
+        output_dir: str | os.PathLike[str] | None = None,
+        run_on: str | Iterable[str] = ("fit",),
+        fail_on_error: bool = False,
+        seed: int = 0,
+        device: str | torch.device | None = None,
+        sampling: str = "first",
+        input_key: int | str | None = None,
+        target_key: int | str | None = None,
+        memory_budget_mb: float | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(checkpoint, (str, os.PathLike)):
+            raise CerebroConfigError(f"`checkpoint` can be {list(CHECKPOINT_CHOICES)} or a path, got {checkpoint!r}")
+        checkpoint = os.fspath(checkpoint)
+        if checkpoint not in CHECKPOINT_CHOICES and not (
+            os.path.isfile(checkpoint) or checkpoint.endswith(_CKPT_SUFFIXES)
+        ):
+            raise choice_error("checkpoint", checkpoint, [*CHECKPOINT_CHOICES, "<path to .ckpt/.pt>"])
+        if split not in SPLITS:
+            raise choice_error("split", split, SPLITS)
+        stages = (run_on,) if isinstance(run_on, str) else tuple(run_on)
+        if not stages:
+            raise CerebroConfigError(f"`run_on` needs at least one of {list(STAGES)}")
+        for stage in stages:
+            if stage not in STAGES:
+                raise choice_error("run_on", stage, STAGES)
+        if output_dir is not None and not isinstance(output_dir, (str, os.PathLike)):
+            raise CerebroConfigError(f"`output_dir` must be a path or None, got {output_dir!r}")
+        if device is not None:
+            resolve_device(device)
+        self.config = build_config(diagnostics, target, max_samples, batch_size, sampling, seed, fail_on_error,
+                                   input_key, target_key, memory_budget_mb)
+        self.checkpoint = checkpoint
+        self.split = split
+        self.dataloader = dataloader
+        self.output_dir = None if output_dir is None else os.fspath(output_dir)
+        self.run_on = stages
+        self.device = device
+        self.runs: list[dict[str, Any]] = []
+        self.last_summary: dict[str, Any] | None = None
+        self._train_device: torch.device | None = None
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(split=self.split, run_on=self.run_on)
+
+    # -- Lightning hooks ------------------------------------------------------------------------------------------
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Checks that need the module (layer names) run here: before the first training step."""
+        for diag in self.config.diagnostics:
+            diag.check_model(pl_module)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._train_device = pl_module.device
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Runs after every checkpoint callback finished (EarlyStopping included), whatever the callback order.
+        # The strategy has moved the module to the CPU by now; the autopsy moves its copy to the training device.
+        if "fit" in self.run_on:
+            self._run(trainer, pl_module, "fit")
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if "test" in self.run_on:
+            self._run(trainer, pl_module, "test")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"runs": [dict(r) for r in self.runs]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.runs = [dict(r) for r in state_dict.get("runs", [])]
+
+    # -- internals ------------------------------------------------------------------------------------------------
+    def _loader(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> tuple[Any, str]:
+        if self.dataloader is not None:
+            return self.dataloader, "dataloader"
+        attr = {"val": "val_dataloaders", "test": "test_dataloaders", "train": "train_dataloader"}[self.split]
+        loader = _first(getattr(trainer, attr, None))
+        if loader is None:
+            source = trainer.datamodule if getattr(trainer, "datamodule", None) is not None else pl_module
+            hook = f"{self.split}_dataloader"
+            try:
+                loader = _first(getattr(source, hook)())
+            except Exception as err:  # noqa: BLE001 - the module/datamodule does not define that split
+                log.debug("cerebro: %s.%s() unavailable: %s", type(source).__name__, hook, err)
+                loader = None
+        return loader, f"{self.split} split"
+
+    def _output_dir(self, trainer: pl.Trainer, stage: str) -> Path:
+        root = Path(self.output_dir) if self.output_dir else Path(trainer.log_dir or trainer.default_root_dir) / "autopsy"
+        return root if stage == self.run_on[0] else root.with_name(f"{root.name}_{stage}")
+
+    def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if not trainer.is_global_zero:
+            return
+        out = self._output_dir(trainer, stage)
+        try:
+            info = resolve_checkpoint(trainer, self.checkpoint)
+            loader, source = self._loader(trainer, pl_module)
+            if loader is None:
+                loader, source = [], f"{self.split} split (the Trainer, datamodule and module provide no such dataloader)"
+            device = resolve_device(self.device) if self.device is not None else (self._train_device or pl_module.device)
+            summary = execute(pl_module, loader, self.config, out, info, device, source=source,
+                              loggers=trainer.loggers, step=trainer.global_step)
+        except AutopsyFailure:
+            raise
+        except Exception as err:  # noqa: BLE001 - never break the user's run unless strict
+            if self.config.fail_on_error:
+                raise AutopsyFailure(f"cerebro autopsy failed: {err}") from err
+            log.warning("cerebro: autopsy after %s failed: %s", stage, err)
+            summary = {"status": "failed", "reason": str(err)}
+        self.last_summary = summary
+        self.runs.append({"stage": stage, "status": summary["status"], "output_dir": str(out)})
+        log.info("cerebro: autopsy after %s: %s, report at %s", stage, summary["status"], out / "report.html")

@@ -1,0 +1,148 @@
+"""Resolve which weights the autopsy studies and load them into a private copy of the module."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from cerebro.errors import CerebroConfigError
+
+__all__ = ["CheckpointInfo", "resolve_checkpoint", "load_state_dict", "prepare_model", "sha256_file", "CHECKPOINT_CHOICES"]
+
+CHECKPOINT_CHOICES = ("best", "last", "live")
+
+
+@dataclass
+class CheckpointInfo:
+    """What ``summary.json`` records under ``checkpoint``."""
+
+    source: str
+    path: str | None = None
+    sha256: str | None = None
+    fallback_reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolve_checkpoint(trainer: Any, choice: str) -> CheckpointInfo:
+    """Turn ``best`` / ``last`` / ``live`` / a path into a :class:`CheckpointInfo`, falling back to ``live`` with a reason."""
+    if choice == "live":
+        return CheckpointInfo(source="live")
+    if choice not in ("best", "last"):
+        return CheckpointInfo(source="path", path=str(choice))
+    reason = None
+    if trainer is None:
+        reason = "no Trainer is attached"
+    elif getattr(trainer, "fast_dev_run", False):
+        reason = "fast_dev_run disables checkpointing"
+    elif not getattr(trainer, "checkpoint_callbacks", []):
+        reason = "the Trainer has no ModelCheckpoint callback (enable_checkpointing=False or none configured)"
+    else:
+        cb = trainer.checkpoint_callback
+        path = cb.best_model_path if choice == "best" else cb.last_model_path
+        if not path:
+            reason = (
+                "ModelCheckpoint recorded no best checkpoint (save_top_k=0, or no checkpoint was saved)"
+                if choice == "best"
+                else "ModelCheckpoint saved no last checkpoint (set save_last=True)"
+            )
+        elif not os.path.isfile(path):
+            reason = f"the {choice} checkpoint {path} no longer exists"
+        else:
+            return CheckpointInfo(source=choice, path=str(path))
+    return CheckpointInfo(source="live", fallback_reason=f"checkpoint={choice!r} unavailable: {reason}; used the live module")
+
+
+def _safe_globals() -> list[Any]:
+    """Plain-data OmegaConf containers that Lightning stores in ``hyper_parameters`` (no code runs on load)."""
+    try:
+        import typing
+
+        from omegaconf import DictConfig, ListConfig
+        from omegaconf.base import ContainerMetadata, Metadata
+        from omegaconf.nodes import AnyNode, BooleanNode, FloatNode, IntegerNode, StringNode
+    except ImportError:  # pragma: no cover - omegaconf is a dependency
+        return []
+    import collections
+
+    return [DictConfig, ListConfig, ContainerMetadata, Metadata, AnyNode, BooleanNode, FloatNode, IntegerNode,
+            StringNode, typing.Any, dict, list, int, collections.defaultdict]
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` allowing only OmegaConf data containers besides tensors."""
+    if not os.path.isfile(path):
+        raise CerebroConfigError(f"checkpoint file {str(path)!r} does not exist")
+    try:
+        with torch.serialization.safe_globals(_safe_globals()):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError, RuntimeError for corrupt zip, ...
+        raise CerebroConfigError(
+            f"cannot load checkpoint {str(path)!r} with weights_only=True: {type(err).__name__}: {str(err).splitlines()[0]}"
+        ) from err
+    if not isinstance(ckpt, dict):
+        raise CerebroConfigError(f"checkpoint {str(path)!r} holds a {type(ckpt).__name__}, expected a dict or a state_dict")
+    return ckpt
+
+
+def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The model weights of a Lightning checkpoint (``state_dict`` entry) or of a bare ``state_dict`` file."""
+    ckpt = load_checkpoint(path)
+    state = ckpt.get("state_dict", ckpt)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CerebroConfigError(f"checkpoint {str(path)!r} has no `state_dict` of tensors (keys: {sorted(ckpt)[:8]})")
+    return state
+
+
+def _match_prefix(state: dict[str, torch.Tensor], wanted: set[str]) -> dict[str, torch.Tensor] | None:
+    """A LightningModule checkpoint loaded into its inner ``nn.Module``: strip one leading ``name.`` prefix."""
+    prefixes = {k.split(".", 1)[0] for k in state if "." in k}
+    for p in prefixes:
+        stripped = {k[len(p) + 1 :]: v for k, v in state.items() if k.startswith(p + ".")}
+        if set(stripped) == wanted:
+            return stripped
+    return None
+
+
+def prepare_model(model: nn.Module, checkpoint_path: str | None, device: torch.device) -> nn.Module:
+    """A private copy of ``model`` (weights from ``checkpoint_path`` when given) on ``device``, in eval mode.
+
+    The caller's module is never modified. Must run with autograd allowed (outside ``inference_mode``), otherwise
+    the copy's parameters would be inference tensors.
+    """
+    work = copy.deepcopy(model)
+    if checkpoint_path is not None:
+        state = load_state_dict(checkpoint_path)
+        wanted = set(work.state_dict())
+        if set(state) != wanted:
+            state = _match_prefix(state, wanted) or state
+        missing = sorted(wanted - set(state))
+        unexpected = sorted(set(state) - wanted)
+        if missing or unexpected:
+            raise CerebroConfigError(
+                f"checkpoint {checkpoint_path!r} does not match {type(model).__name__}: "
+                f"missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
+                f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}"
+            )
+        try:
+            work.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            raise CerebroConfigError(
+                f"checkpoint {checkpoint_path!r} does not match {type(model).__name__}: {str(err).splitlines()[-1].strip()}"
+            ) from err
+    return work.to(device).eval()

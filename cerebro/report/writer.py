@@ -1,0 +1,120 @@
+"""Files on disk: ``summary.json``, ``arrays/<diagnostic>/<key>.npy`` and ``figures/<diagnostic>[_<suffix>].png``."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+__all__ = ["ReportWriter", "DiagnosticOutput", "jsonable"]
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def jsonable(value: Any) -> Any:
+    """Convert numpy/torch scalars and containers to JSON; NaN and inf become ``None``."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        return jsonable(value.tolist())
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class ReportWriter:
+    """Owns the output folder. All paths derived from names are sanitised to stay inside it."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "figures").mkdir(exist_ok=True)
+        (self.root / "arrays").mkdir(exist_ok=True)
+
+    def output(self, name: str) -> DiagnosticOutput:
+        return DiagnosticOutput(name, self)
+
+    def save_array(self, diagnostic: str, key: str, array: np.ndarray) -> str:
+        folder = self.root / "arrays" / _SAFE.sub("_", diagnostic)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{_SAFE.sub('_', key)}.npy"
+        np.save(path, np.ascontiguousarray(array))
+        return path.relative_to(self.root).as_posix()
+
+    def open_array(self, diagnostic: str, key: str, shape: tuple[int, ...], dtype: object = np.float32) -> tuple[np.memmap, str]:
+        """A writable memory-mapped ``.npy`` file, filled chunk by chunk so large runs keep memory flat."""
+        folder = self.root / "arrays" / _SAFE.sub("_", diagnostic)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{_SAFE.sub('_', key)}.npy"
+        arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=tuple(int(s) for s in shape))
+        return arr, path.relative_to(self.root).as_posix()
+
+    def save_figure(self, stem: str, fig: Figure) -> str:
+        path = self.root / "figures" / f"{_SAFE.sub('_', stem)}.png"
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+        return path.relative_to(self.root).as_posix()
+
+    def write_summary(self, summary: dict[str, Any]) -> Path:
+        path = self.root / "summary.json"
+        _atomic_write(path, json.dumps(jsonable(summary), indent=2, allow_nan=False).encode())
+        return path
+
+    def write_text(self, name: str, text: str) -> Path:
+        path = self.root / name
+        _atomic_write(path, text.encode())
+        return path
+
+
+class DiagnosticOutput:
+    """What one diagnostic produces: metrics, flags and artifacts (files written as they are produced)."""
+
+    def __init__(self, name: str, writer: ReportWriter) -> None:
+        self.name = name
+        self.writer = writer
+        self.metrics: dict[str, Any] = {}
+        self.flags: list[str] = []
+        self.artifacts: list[str] = []
+
+    def metric(self, key: str, value: Any) -> None:
+        self.metrics[key] = jsonable(value)
+
+    def flag(self, message: str) -> None:
+        if message not in self.flags:
+            self.flags.append(message)
+
+    def array(self, key: str, array: Any) -> np.ndarray:
+        arr = np.asarray(array.detach().cpu() if hasattr(array, "detach") else array)
+        self.artifacts.append(self.writer.save_array(self.name, key, arr))
+        return arr
+
+    def open_array(self, key: str, shape: tuple[int, ...], dtype: object = np.float32) -> np.memmap:
+        arr, rel = self.writer.open_array(self.name, key, shape, dtype)
+        self.artifacts.append(rel)
+        return arr
+
+    def figure(self, fig: Figure, suffix: str = "") -> None:
+        stem = f"{self.name}_{suffix}" if suffix else self.name
+        self.artifacts.append(self.writer.save_figure(stem, fig))

@@ -1,0 +1,290 @@
+"""The autopsy engine: validate -> collect samples -> copy model -> preflight -> run each diagnostic -> write report.
+
+Both the :class:`~cerebro.ModelAutopsy` callback and the ``cerebro-autopsy`` script call :func:`run_autopsy` /
+:func:`execute`, so they produce the same outputs.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import time
+import traceback
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cerebro import __version__
+from cerebro.config import parse_diagnostics
+from cerebro.diagnostics.base import Diagnostic
+from cerebro.engine.budget import default_budget_bytes
+from cerebro.engine.context import AutopsyContext, compute_outputs
+from cerebro.errors import AutopsyAbort, AutopsyFailure, CerebroConfigError, choice_error
+from cerebro.model_source import CheckpointInfo, prepare_model, sha256_file
+from cerebro.report.html import write_html
+from cerebro.report.loggers import log_summary
+from cerebro.report.writer import ReportWriter
+from cerebro.samples import BatchSpec, SampleSet, collect_samples
+from cerebro.targets import TargetAdapter, build_target
+
+__all__ = ["AutopsyConfig", "build_config", "run_autopsy", "execute", "resolve_device"]
+
+log = logging.getLogger("cerebro")
+SAMPLINGS = ("first", "random")
+
+
+@dataclass
+class AutopsyConfig:
+    """Validated settings of one autopsy (everything except the model and the data)."""
+
+    diagnostics: list[Diagnostic]
+    target: TargetAdapter
+    max_samples: int = 256
+    batch_size: int | None = None
+    sampling: str = "first"
+    seed: int = 0
+    fail_on_error: bool = False
+    batch: BatchSpec = field(default_factory=BatchSpec)
+    memory_budget_mb: float | None = None
+
+    def resolved(self) -> list[dict[str, Any]]:
+        return [d.config() for d in self.diagnostics]
+
+
+def _positive_int(name: str, value: Any, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CerebroConfigError(f"`{name}` must be a positive int{' or None' if allow_none else ''}, got {value!r}")
+
+
+def build_config(
+    diagnostics: Any = None,
+    target: str | Mapping[str, Any] | TargetAdapter = "regression",
+    max_samples: int = 256,
+    batch_size: int | None = None,
+    sampling: str = "first",
+    seed: int = 0,
+    fail_on_error: bool = False,
+    input_key: int | str | None = None,
+    target_key: int | str | None = None,
+    memory_budget_mb: float | None = None,
+) -> AutopsyConfig:
+    """Validate every option; raises :class:`CerebroConfigError` naming the bad value and the valid choices."""
+    _positive_int("max_samples", max_samples)
+    _positive_int("batch_size", batch_size, allow_none=True)
+    if sampling not in SAMPLINGS:
+        raise choice_error("sampling", sampling, SAMPLINGS)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise CerebroConfigError(f"`seed` must be an int, got {seed!r}")
+    if not isinstance(fail_on_error, bool):
+        raise CerebroConfigError(f"`fail_on_error` must be a bool, got {fail_on_error!r}")
+    if memory_budget_mb is not None and (isinstance(memory_budget_mb, bool) or not memory_budget_mb > 0):
+        raise CerebroConfigError(f"`memory_budget_mb` must be a positive number or None, got {memory_budget_mb!r}")
+    return AutopsyConfig(
+        diagnostics=parse_diagnostics(diagnostics),
+        target=build_target(target),
+        max_samples=max_samples,
+        batch_size=batch_size,
+        sampling=sampling,
+        seed=seed,
+        fail_on_error=fail_on_error,
+        batch=BatchSpec(input_key, target_key),
+        memory_budget_mb=memory_budget_mb,
+    )
+
+
+def resolve_device(device: Any, model: nn.Module | None = None) -> torch.device:
+    """``None``: the model's device (CPU for a parameterless model); else a valid ``torch.device``."""
+    if device is None:
+        p = next(iter(model.parameters()), None) if model is not None else None
+        return p.device if p is not None else torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise CerebroConfigError(f"`device` must be None or a torch device such as 'cpu' or 'cuda:0', got {device!r}") from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CerebroConfigError(f"`device` is {device!r} but CUDA is not available on this machine")
+    return dev
+
+
+def _versions() -> dict[str, str]:
+    import captum
+    import lightning
+
+    return {"cerebro": __version__, "torch": torch.__version__, "lightning": lightning.__version__,
+            "captum": captum.__version__}
+
+
+def _run_one(diag: Diagnostic, ctx: AutopsyContext, writer: ReportWriter) -> dict[str, Any]:
+    out = writer.output(diag.name)
+    t0 = time.perf_counter()
+    status, reason = "ok", None
+    if diag.requires_labels and not ctx.has_labels:
+        status, reason = "skipped", f"{diag.name} needs labels, but the batches carry none"
+    else:
+        try:
+            diag.run(ctx, out)
+        except Exception as err:  # noqa: BLE001 - isolate every diagnostic; the reason is recorded
+            status, reason = "failed", f"{type(err).__name__}: {err}"
+            tb = writer.write_text(f"{diag.name}.traceback.txt",
+                                   traceback.format_exc())
+            out.artifacts.append(tb.name)
+            if isinstance(err, torch.cuda.OutOfMemoryError):
+                torch.cuda.empty_cache()
+        finally:
+            ctx.model.eval()
+            ctx.model.zero_grad(set_to_none=True)
+    if status != "ok":
+        warnings.warn(f"cerebro: diagnostic {diag.name!r} {status}: {reason}", stacklevel=2)
+    return {"status": status, "reason": reason, "seconds": round(time.perf_counter() - t0, 4),
+            "metrics": out.metrics, "flags": out.flags, "artifacts": out.artifacts}
+
+
+def _status(records: dict[str, dict[str, Any]]) -> tuple[str, str | None]:
+    failed = [n for n, r in records.items() if r["status"] == "failed"]
+    if not failed:
+        return "ok", None
+    if len(failed) == len(records):
+        return "failed", f"every diagnostic failed: {failed}"
+    return "partial", f"failed diagnostics: {failed}"
+
+
+def execute(
+    model: nn.Module,
+    data: Iterable[Any] | SampleSet,
+    config: AutopsyConfig,
+    output_dir: str | Path,
+    checkpoint: CheckpointInfo | None = None,
+    device: torch.device | None = None,
+    source: str = "dataloader",
+    loggers: Sequence[Any] = (),
+    step: int | None = None,
+) -> dict[str, Any]:
+    """Run a validated autopsy and write the report; returns the summary dict (also ``summary.json``)."""
+    checkpoint = checkpoint or CheckpointInfo(source="live")
+    device = device or resolve_device(None, model)
+    writer = ReportWriter(output_dir)
+    t_start = time.perf_counter()
+    summary: dict[str, Any] = {
+        "cerebro_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "status": "failed",
+        "reason": None,
+        "checkpoint": checkpoint.to_dict(),
+        "device": str(device),
+        "n_samples": 0,
+        "samples": {"source": source, "sampling": config.sampling, "max_samples": config.max_samples},
+        "target": config.target.describe(),
+        "config": config.resolved(),
+        "diagnostics": {},
+        "versions": _versions(),
+    }
+    records: dict[str, dict[str, Any]] = summary["diagnostics"]
+    try:
+        # Hooks at the end of trainer.test/validate run under inference_mode: leave it before touching tensors.
+        with torch.inference_mode(False), torch.enable_grad():
+            samples = data if isinstance(data, SampleSet) else collect_samples(
+                data, config.max_samples, config.batch, config.sampling, config.seed, source)
+            summary["samples"].update(available=samples.available, has_labels=samples.y is not None,
+                                      metadata_fields=sorted(samples.metadata))
+            if samples.n == 0:
+                raise AutopsyAbort(
+                    f"the {source} holds 0 samples (it yielded {samples.available or 0} samples), so there is nothing "
+                    "to attribute: Captum would fail with 'index 0 is out of bounds for dimension 0 with size 0'. "
+                    "Check that split's dataset, or pass a non-empty dataloader"
+                )
+            summary["n_samples"] = samples.n
+            summary["samples"]["input_shape"] = list(samples.input_shape)
+            if checkpoint.path is not None:
+                checkpoint.sha256 = sha256_file(checkpoint.path) if Path(checkpoint.path).is_file() else None
+                summary["checkpoint"] = checkpoint.to_dict()
+            work = prepare_model(model, checkpoint.path, device)
+            batch_size = config.batch_size or getattr(data, "batch_size", None) or 32
+            probe = samples.x[: min(2, samples.n)].to(device)
+            with torch.no_grad():
+                first = work(probe)
+            config.target.preflight(first, None if samples.y is None else samples.y[: probe.shape[0]])
+            outputs = compute_outputs(work, samples.x, batch_size, device)
+            if not torch.isfinite(outputs).all():
+                summary.setdefault("warnings", []).append(
+                    f"model outputs contain {int((~torch.isfinite(outputs)).sum())} non-finite values")
+            index = config.target.per_sample_index(outputs, samples.y)
+            budget = int(config.memory_budget_mb * 2**20) if config.memory_budget_mb else default_budget_bytes(device)
+            ctx = AutopsyContext(model=work, target=config.target, samples=samples, device=device,
+                                 batch_size=batch_size, outputs=outputs,
+                                 index=None if index is None else index.cpu(), seed=config.seed, memory_budget=budget)
+            for diag in config.diagnostics:
+                records[diag.name] = _run_one(diag, ctx, writer)
+                summary["status"], summary["reason"] = "partial", "autopsy in progress"
+                writer.write_summary(summary)
+                if config.fail_on_error and records[diag.name]["status"] == "failed":
+                    break
+            summary["status"], summary["reason"] = _status(records)
+    except (AutopsyAbort, CerebroConfigError) as err:
+        summary["status"], summary["reason"] = "failed", str(err)
+    except Exception as err:  # noqa: BLE001 - the autopsy never breaks the caller unless strict
+        summary["status"], summary["reason"] = "failed", f"{type(err).__name__}: {err}"
+        writer.write_text("autopsy.traceback.txt", traceback.format_exc())
+    summary["seconds"] = round(time.perf_counter() - t_start, 4)
+    writer.write_summary(summary)
+    write_html(writer, summary)
+    log_summary(loggers, summary, step)
+    if summary["status"] != "ok":
+        msg = f"cerebro autopsy {summary['status']}: {summary['reason']} (report: {writer.root})"
+        if config.fail_on_error:
+            raise AutopsyFailure(msg)
+        log.warning(msg)
+    return summary
+
+
+def run_autopsy(
+    model: nn.Module,
+    dataloader: Iterable[Any],
+    diagnostics: Any = None,
+    target: str | Mapping[str, Any] | TargetAdapter = "regression",
+    output_dir: str | Path = "autopsy",
+    max_samples: int = 256,
+    batch_size: int | None = None,
+    checkpoint: str | None = None,
+    device: Any = None,
+    seed: int = 0,
+    sampling: str = "first",
+    fail_on_error: bool = False,
+    input_key: int | str | None = None,
+    target_key: int | str | None = None,
+    memory_budget_mb: float | None = None,
+    loggers: Sequence[Any] = (),
+) -> dict[str, Any]:
+    """Run a model autopsy on ``model`` (an ``nn.Module`` or ``LightningModule``) over ``dataloader``.
+
+    Args:
+        model: the module to study; it is never modified (the autopsy works on a private copy).
+        dataloader: any iterable of batches: tensors, tuples ``(x, y, *extra)`` or dicts.
+        diagnostics: names or ``{name: options}`` entries (default: the six core diagnostics).
+        target: ``"regression"``, ``"classification"`` or ``{kind: ..., ...}``.
+        output_dir: where ``summary.json``, ``report.html``, ``figures/`` and ``arrays/`` go.
+        max_samples: how many samples to study.
+        batch_size: samples per forward pass (default: the loader's batch size, else 32).
+        checkpoint: a checkpoint file whose weights are loaded into the copy; ``None`` studies ``model`` as is.
+        device: where to run (default: the model's device).
+        seed: seed of ``sampling="random"``.
+        sampling: ``"first"`` samples in order, or a seeded ``"random"`` draw over the whole loader.
+        fail_on_error: raise :class:`~cerebro.errors.AutopsyFailure` instead of recording failures.
+        input_key / target_key: positions (tuples) or keys (dicts) of the input and the label in a batch.
+        memory_budget_mb: bytes of activations per pass for batching attribution passes (default: automatic).
+        loggers: Lightning loggers that receive the scalar metrics under ``autopsy/``.
+
+    Returns:
+        The summary, as written to ``<output_dir>/summary.json``.
+    """
+    config = build_config(diagnostics, target, max_samples, batch_size, sampling, seed, fail_on_error,
+                          input_key, target_key, memory_budget_mb)
+    dev = resolve_device(device, model)
+    info = CheckpointInfo(source="path", path=str(checkpoint)) if checkpoint not in (None, "live") else None
+    return execute(model, dataloader, config, output_dir, info, dev, loggers=loggers)
