@@ -13,7 +13,7 @@ from torch import nn
 
 from cerebro.errors import CerebroConfigError
 
-__all__ = ["CheckpointInfo", "resolve_checkpoint", "load_state_dict", "prepare_model", "sha256_file", "CHECKPOINT_CHOICES"]
+__all__ = ["CheckpointInfo", "resolve_checkpoint", "load_checkpoint", "load_state_dict", "matching_state_dict", "prepare_model", "sha256_file", "CHECKPOINT_CHOICES"]
 
 CHECKPOINT_CHOICES = ("best", "last", "live")
 
@@ -119,6 +119,34 @@ def _match_prefix(state: dict[str, torch.Tensor], wanted: set[str]) -> dict[str,
     return None
 
 
+def matching_state_dict(model: nn.Module, checkpoint_path: str) -> dict[str, torch.Tensor]:
+    """The checkpoint's weights, checked key by key and shape by shape against ``model``.
+
+    Raises:
+        CerebroConfigError: the file is missing/corrupt, or its weights do not belong to this class.
+    """
+    state = load_state_dict(checkpoint_path)
+    target = model.state_dict()
+    wanted = set(target)
+    if set(state) != wanted:
+        state = _match_prefix(state, wanted) or state
+    missing = sorted(wanted - set(state))
+    unexpected = sorted(set(state) - wanted)
+    wrong = sorted(k for k in wanted & set(state) if tuple(state[k].shape) != tuple(target[k].shape))
+    if missing or unexpected or wrong:
+        def few(keys: list[str]) -> str:
+            return f"{keys[:5]}{' ...' if len(keys) > 5 else ''}"
+
+        detail = ", ".join(part for part in (
+            f"missing keys {few(missing)}" if missing else "",
+            f"unexpected keys {few(unexpected)}" if unexpected else "",
+            "shape mismatch " + ", ".join(f"{k}: {tuple(state[k].shape)} vs {tuple(target[k].shape)}" for k in wrong[:5])
+            if wrong else "",
+        ) if part)
+        raise CerebroConfigError(f"checkpoint {checkpoint_path!r} does not match {type(model).__name__}: {detail}")
+    return state
+
+
 def prepare_model(model: nn.Module, checkpoint_path: str | None, device: torch.device) -> nn.Module:
     """A private copy of ``model`` (weights from ``checkpoint_path`` when given) on ``device``, in eval mode.
 
@@ -127,22 +155,5 @@ def prepare_model(model: nn.Module, checkpoint_path: str | None, device: torch.d
     """
     work = copy.deepcopy(model)
     if checkpoint_path is not None:
-        state = load_state_dict(checkpoint_path)
-        wanted = set(work.state_dict())
-        if set(state) != wanted:
-            state = _match_prefix(state, wanted) or state
-        missing = sorted(wanted - set(state))
-        unexpected = sorted(set(state) - wanted)
-        if missing or unexpected:
-            raise CerebroConfigError(
-                f"checkpoint {checkpoint_path!r} does not match {type(model).__name__}: "
-                f"missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}, "
-                f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}"
-            )
-        try:
-            work.load_state_dict(state, strict=True)
-        except RuntimeError as err:
-            raise CerebroConfigError(
-                f"checkpoint {checkpoint_path!r} does not match {type(model).__name__}: {str(err).splitlines()[-1].strip()}"
-            ) from err
+        work.load_state_dict(matching_state_dict(work, checkpoint_path), strict=True)
     return work.to(device).eval()

@@ -20,6 +20,9 @@ PLANTED_WINDOW = (80, 120)
 def make_eeg_dataset(n: int, n_chans: int = 16, n_times: int = 200, sfreq: float = 100.0, n_subjects: int = 4,
                      seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Return ``(x (n, C, T) float32, y (n, 1) response times in s, subject (n,) int64)``."""
+    if n_chans <= max(PLANTED_CHANNELS) or n_times < PLANTED_WINDOW[1]:
+        raise ValueError(f"the planted effect needs n_chans > {max(PLANTED_CHANNELS)} and n_times >= "
+                         f"{PLANTED_WINDOW[1]}, got n_chans={n_chans}, n_times={n_times}")
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, n_chans, n_times)).astype(np.float32) * 0.5
     amp = rng.uniform(0.0, 2.0, size=n).astype(np.float32)
