@@ -1,0 +1,94 @@
+"""The post-training script: same engine and outputs as the callback, clear errors for bad checkpoints/classes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from cerebro import CerebroConfigError, ModelAutopsy
+from cerebro.cli import run_from_config
+from cerebro.demo import EEGRegressor, SyntheticEEGDataModule
+from cerebro.paths import config_dir
+
+DATA = "{_target_:cerebro.demo.SyntheticEEGDataModule,n_train:32,n_val:16,n_test:16,n_chans:8,n_times:128,batch_size:8}"
+DIAGS = ["autopsy.max_samples=16", "autopsy.diagnostics.integrated_gradients.n_steps=4"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A best checkpoint and the callback's own autopsy of it."""
+    root = tmp_path_factory.mktemp("run")
+    pl.seed_everything(0)
+    dm = SyntheticEEGDataModule(n_train=32, n_val=16, n_test=16, n_chans=8, n_times=128, batch_size=8)
+    autopsy = ModelAutopsy(output_dir=root / "callback_autopsy", max_samples=16,
+                           diagnostics={"predictions": {}, "integrated_gradients": {"n_steps": 4}})
+    trainer = pl.Trainer(max_epochs=2, default_root_dir=root, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[ModelCheckpoint(monitor="val_loss"), autopsy])
+    trainer.fit(EEGRegressor(n_chans=8, n_times=128), datamodule=dm)
+    return Path(trainer.checkpoint_callback.best_model_path), root / "callback_autopsy"
+
+
+def _cfg(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name="autopsy_script", overrides=overrides)
+
+
+def test_script_matches_the_callback(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    ckpt, callback_out = trained
+    out = tmp_path / "script_autopsy"
+    summary = run_from_config(_cfg([f"checkpoint='{ckpt}'", "model=cerebro.demo.EEGRegressor", f"data={DATA}",
+                                    f"output_dir={out}", "device=cpu", *DIAGS]))
+    assert summary["status"] == "ok", summary["reason"]
+    assert summary["checkpoint"]["path"] == str(ckpt) and summary["checkpoint"]["source"] == "path"
+    ref = json.loads((callback_out / "summary.json").read_text())
+    assert summary["checkpoint"]["sha256"] == ref["checkpoint"]["sha256"]
+    for key in ("predictions/predictions.npy", "predictions/targets.npy"):
+        np.testing.assert_allclose(np.load(out / "arrays" / key), np.load(callback_out / "arrays" / key), atol=1e-6)
+    np.testing.assert_allclose(np.load(out / "arrays/integrated_gradients/attributions.npy"),
+                               np.load(callback_out / "arrays/integrated_gradients/attributions.npy"), atol=1e-5)
+    assert (out / "report.html").is_file()
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(CerebroConfigError, match="does not exist"):
+        run_from_config(_cfg([f"checkpoint={tmp_path / 'nope.ckpt'}", "model=cerebro.demo.EEGRegressor",
+                              f"data={DATA}", f"output_dir={tmp_path}"]))
+
+
+def test_class_that_does_not_match_its_weights(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    ckpt, _ = trained
+    model = "{_target_:cerebro.demo.EEGRegressor,n_chans:8,n_times:128,filters:4}"
+    with pytest.raises(CerebroConfigError, match="does not match EEGRegressor: shape mismatch"):
+        run_from_config(_cfg([f"checkpoint='{ckpt}'", f"model={model}", f"data={DATA}", f"output_dir={tmp_path}"]))
+    with pytest.raises(CerebroConfigError, match="cannot be imported"):
+        run_from_config(_cfg([f"checkpoint='{ckpt}'", "model=cerebro.demo.NoSuchModule", f"data={DATA}",
+                              f"output_dir={tmp_path}"]))
+
+
+def test_console_script_end_to_end(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    ckpt, _ = trained
+    exe = Path(sys.executable).with_name("cerebro-autopsy")
+    cmd = [str(exe), f"checkpoint='{ckpt}'", "model=cerebro.demo.EEGRegressor", f"data={DATA}",
+           f"output_dir={tmp_path / 'out'}", "~autopsy.diagnostics.gradients", *DIAGS]
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "cerebro-autopsy: ok" in done.stdout
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert "gradients" not in summary["diagnostics"]
+    assert list(summary["diagnostics"]) == ["predictions", "activations", "failure_modes", "integrated_gradients",
+                                            "layer_gradcam"]
+    bad = subprocess.run([str(exe), f"checkpoint={tmp_path / 'missing.ckpt'}", "model=cerebro.demo.EEGRegressor",
+                          f"data={DATA}"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert bad.returncode == 2
+    assert "does not exist" in bad.stderr
+    assert not (tmp_path / "outputs").exists()  # Hydra writes nothing beside the report
