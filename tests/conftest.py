@@ -32,7 +32,6 @@ def make_trainer(tmp_path):
             enable_model_summary=False,
             logger=False,
             num_sanity_val_steps=0,
-            deterministic=True,
         )
         kwargs.update(overrides)
         return pl.Trainer(callbacks=list(callbacks), **kwargs)

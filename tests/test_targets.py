@@ -282,13 +282,17 @@ def test_autopsy_multi_output_regression_with_index_explains_that_column(tmp_pat
     torch.testing.assert_close(torch.from_numpy(load_array(tmp_path, "predictions", "targets")), y[:, 1])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: runner.execute preflights the labels of only the first 2 samples (samples.y[:probe.shape[0]]), so an "
-    "out-of-range class label later in the sample set escapes the clear preflight error and the autopsy dies with "
-    "'RuntimeError: index 7 is out of bounds for dimension 1 with size 3' from AutopsyContext's gather"))
+# Regression test: at commit 941c56a runner.execute preflighted the labels of only the first 2 samples, so a bad label
+# later in the sample set ended the autopsy with "RuntimeError: index 7 is out of bounds for dimension 1 with size 3".
 def test_autopsy_label_out_of_range_beyond_probe_gets_preflight_message(tmp_path):
     x = torch.randn(8, 3)
     y = torch.tensor([0, 1, 2, 0, 7, 1, 2, 0])
     summary = autopsy(Fixed(), (x, y), tmp_path, ["predictions", "failure_modes"],
                       target={"kind": "classification", "class": "label"})
-    _assert_failed(summary, "do not match 3 classes")
+    _assert_failed(summary, "values in [0, 7]", "do not match 3 classes")
+
+
+def test_autopsy_label_out_of_range_beyond_probe_with_predicted_class(tmp_path):
+    y = torch.tensor([0, 1, 2, 0, 1, 1, 2, 3])
+    summary = autopsy(Fixed(), (torch.randn(8, 3), y), tmp_path, ["predictions"], target="classification")
+    _assert_failed(summary, "values in [0, 3]", "do not match 3 classes")
