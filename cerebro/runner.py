@@ -132,9 +132,8 @@ def _run_one(diag: Diagnostic, ctx: AutopsyContext, writer: ReportWriter) -> dic
             diag.run(ctx, out)
         except Exception as err:  # noqa: BLE001 - isolate every diagnostic; the reason is recorded
             status, reason = "failed", f"{type(err).__name__}: {err}"
-            tb = writer.write_text(f"{diag.name}.traceback.txt",
-                                   traceback.format_exc())
-            out.artifacts.append(tb.name)
+            writer.discard(out.artifacts)  # partial files of a failed diagnostic would read as results
+            out.artifacts = [writer.write_text(f"{diag.name}.traceback.txt", traceback.format_exc()).name]
             if isinstance(err, torch.cuda.OutOfMemoryError):
                 torch.cuda.empty_cache()
         finally:
@@ -150,7 +149,7 @@ def _status(records: dict[str, dict[str, Any]]) -> tuple[str, str | None]:
     failed = [n for n, r in records.items() if r["status"] == "failed"]
     if not failed:
         return "ok", None
-    if len(failed) == len(records):
+    if all(r["status"] == "failed" for r in records.values()):
         return "failed", f"every diagnostic failed: {failed}"
     return "partial", f"failed diagnostics: {failed}"
 
@@ -211,6 +210,7 @@ def execute(
                 first = work(probe)
             config.target.preflight(first, None if samples.y is None else samples.y[: probe.shape[0]])
             outputs = compute_outputs(work, samples.x, batch_size, device)
+            config.target.preflight(outputs, samples.y)  # every label, not only the probe's
             if not torch.isfinite(outputs).all():
                 summary.setdefault("warnings", []).append(
                     f"model outputs contain {int((~torch.isfinite(outputs)).sum())} non-finite values")
@@ -219,12 +219,18 @@ def execute(
             ctx = AutopsyContext(model=work, target=config.target, samples=samples, device=device,
                                  batch_size=batch_size, outputs=outputs,
                                  index=None if index is None else index.cpu(), seed=config.seed, memory_budget=budget)
+            stopped_by = None
             for diag in config.diagnostics:
+                if stopped_by is not None:
+                    records[diag.name] = {"status": "skipped", "seconds": 0.0, "metrics": {}, "flags": [],
+                                          "artifacts": [], "reason": f"not run: strict mode stopped after "
+                                                                     f"{stopped_by!r} failed"}
+                    continue
                 records[diag.name] = _run_one(diag, ctx, writer)
                 summary["status"], summary["reason"] = "partial", "autopsy in progress"
                 writer.write_summary(summary)
                 if config.fail_on_error and records[diag.name]["status"] == "failed":
-                    break
+                    stopped_by = diag.name
             summary["status"], summary["reason"] = _status(records)
     except (AutopsyAbort, CerebroConfigError) as err:
         summary["status"], summary["reason"] = "failed", str(err)

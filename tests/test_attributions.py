@@ -106,11 +106,6 @@ def test_ig_not_converged_flag_with_closed_form_delta(tmp_path):
                                (x ** 2).numpy(), rtol=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: IntegratedGradientsOptions.n_steps has min 1 (cerebro/diagnostics/integrated_gradients.py:34), but Captum's "
-    "riemann_* rules need n_steps >= 2, so n_steps=1 with method riemann_right passes option validation and the "
-    "diagnostic only fails when it runs, after training, with 'AssertionError: The number of steps has to be larger "
-    "than one'"))
 def test_ig_riemann_with_one_step_is_rejected_at_construction():
     from cerebro.diagnostics.integrated_gradients import IntegratedGradients as CerebroIG
 
@@ -118,10 +113,6 @@ def test_ig_riemann_with_one_step_is_rejected_at_construction():
         CerebroIG({"n_steps": 1, "method": "riemann_right"})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: IntegratedGradients.run opens the attributions memmap (out.open_array, which records the artifact) before "
-    "computing anything (cerebro/diagnostics/integrated_gradients.py:78); when Captum then fails, the failed record "
-    "still lists arrays/integrated_gradients/attributions.npy, a file of zeros that looks like a result"))
 def test_failed_ig_does_not_leave_zero_attributions_as_artifact(tmp_path, monkeypatch):
     from cerebro.diagnostics import integrated_gradients as ig_mod
 

@@ -190,10 +190,6 @@ def test_gradients_module_loss_fn_is_used(tmp_path):
     assert got["net.0.weight"] != pytest.approx(mse_expected["net.0.weight"], rel=1e-3)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: gradients.run weights each chunk's module loss by chunk/n (cerebro/diagnostics/gradients.py:76-77), which "
-    "is exact only for mean-reduced losses; with loss_fn = MSELoss(reduction='sum') the reported loss and gradient "
-    "norms change with batch_size (loss 5.15 at batch_size=3 vs 73.46 = the true sum at batch_size=40)"))
 def test_gradients_sum_reduced_module_loss_does_not_depend_on_batch_size(tmp_path):
     model = WithLoss(nn.MSELoss(reduction="sum"))
     x, y = _data()

@@ -79,6 +79,10 @@ class Diagnostic:
     def __init__(self, options: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         merged = {**dict(options or {}), **kwargs}
         self.options = validate_options(self.name or type(self).__name__, self.Options, merged)
+        self.validate()
+
+    def validate(self) -> None:
+        """Checks across options (``self.options`` is typed already); raise :class:`CerebroConfigError`."""
 
     def check_model(self, model: nn.Module) -> None:
         """Checks that need the module but no data (e.g. a layer name). Runs in the callback's ``setup``."""

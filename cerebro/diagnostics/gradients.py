@@ -29,6 +29,12 @@ class GradientsOptions:
     exploding: float = field(default=1e3, metadata={"min": 0.0})
 
 
+def _adds_up(fn, o: Tensor, y: Tensor | None, both: float) -> bool:  # noqa: ANN001
+    """Whether the loss of two samples is the sum (not the mean) of their losses: a sum-reduced loss."""
+    parts = float(fn(o[:1], y[:1] if y is not None else y)) + float(fn(o[1:2], y[1:2] if y is not None else y))
+    return abs(both - parts) <= 1e-5 * max(1.0, abs(parts)) and abs(parts) > 1e-12
+
+
 @register_diagnostic("gradients")
 class Gradients(Diagnostic):
     """Backpropagates the mean loss over the samples (in chunks, exactly) and reports each parameter's gradient norm."""
@@ -42,9 +48,13 @@ class Gradients(Diagnostic):
             attr, fn = module_loss
             sl = slice(0, min(ctx.n, 2))
             try:
-                value = fn(ctx.model(ctx.x(sl)), ctx.y(sl))
-                if not (isinstance(value, Tensor) and value.numel() == 1):
-                    raise TypeError(f"returned {type(value).__name__} of shape {getattr(value, 'shape', None)}, not a scalar")
+                with torch.no_grad():
+                    o, y = ctx.model(ctx.x(sl)), ctx.y(sl)
+                    value = fn(o, y)
+                    if not (isinstance(value, Tensor) and value.numel() == 1):
+                        raise TypeError(f"returned {type(value).__name__} of shape {getattr(value, 'shape', None)}, "
+                                        "not a scalar")
+                    self._sum_reduced = o.shape[0] > 1 and _adds_up(fn, o, y, float(value))
                 return f"module.{attr}", lambda o, y: fn(o, y)
             except Exception as err:  # noqa: BLE001 - recorded, and 'module' asked explicitly is an error
                 if choice == "module":
@@ -59,7 +69,9 @@ class Gradients(Diagnostic):
         return "target", lambda o, y: ctx.target.select(o, None).mean()
 
     def run(self, ctx: AutopsyContext, out: DiagnosticOutput) -> None:
+        self._sum_reduced = False
         source, loss_fn = self._loss_fn(ctx, out)
+        out.metric("loss_reduction", "sum" if self._sum_reduced else "mean")
         params = [(n, p) for n, p in ctx.model.named_parameters() if p.requires_grad]
         frozen = sum(1 for _, p in ctx.model.named_parameters() if not p.requires_grad)
         for _, p in params:
@@ -73,7 +85,8 @@ class Gradients(Diagnostic):
                         loss = ctx.forward(ctx.x(sl), ctx.index[sl].to(ctx.device)).mean()
                     else:
                         loss = loss_fn(ctx.model(ctx.x(sl)), y)
-                    weight = (sl.stop - sl.start) / ctx.n
+                    # Chunks of a mean-reduced loss are weighted by their share; a sum-reduced loss adds up as is.
+                    weight = 1.0 if self._sum_reduced else (sl.stop - sl.start) / ctx.n
                     (loss * weight).backward()
                     total_loss += float(loss.detach()) * weight
             names = [n for n, _ in params]

@@ -68,6 +68,13 @@ class IntegratedGradients(Diagnostic):
 
     Options = IntegratedGradientsOptions
 
+    def validate(self) -> None:
+        if self.options.method.startswith("riemann") and self.options.n_steps < 2:
+            raise CerebroConfigError(
+                f"`integrated_gradients.n_steps` must be >= 2 with method {self.options.method!r} (Captum's Riemann "
+                f"rules need two points), got {self.options.n_steps}"
+            )
+
     def run(self, ctx: AutopsyContext, out: DiagnosticOutput) -> None:
         o = self.options
         x_all = ctx.samples.x

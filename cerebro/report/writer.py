@@ -77,6 +77,14 @@ class ReportWriter:
         fig.savefig(path, dpi=100, bbox_inches="tight")
         return path.relative_to(self.root).as_posix()
 
+    def discard(self, artifacts: list[str]) -> None:
+        """Delete files written under the output folder (and folders left empty)."""
+        for rel in artifacts:
+            path = self.root / rel
+            path.unlink(missing_ok=True)
+            if path.parent != self.root and path.parent.is_dir() and not any(path.parent.iterdir()):
+                path.parent.rmdir()
+
     def write_summary(self, summary: dict[str, Any]) -> Path:
         path = self.root / "summary.json"
         _atomic_write(path, json.dumps(jsonable(summary), indent=2, allow_nan=False).encode())
