@@ -11,6 +11,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_warn
 
 from cerebro.errors import AutopsyFailure, CerebroConfigError, choice_error
 from cerebro.model_source import CHECKPOINT_CHOICES, resolve_checkpoint
@@ -169,6 +170,8 @@ class ModelAutopsy(Callback):
         out = self._output_dir(trainer, stage)
         try:
             info = resolve_checkpoint(trainer, self.checkpoint)
+            if info.fallback_reason:
+                rank_zero_warn(f"cerebro: {info.fallback_reason}")
             loader, source = self._loader(trainer, pl_module)
             if loader is None:
                 loader, source = [], f"{self.split} split (the Trainer, datamodule and module provide no such dataloader)"

@@ -12,17 +12,7 @@ from torch import nn
 from cerebro.diagnostics.predictions import Predictions
 from cerebro.errors import AutopsyFailure
 from tests.autopsy_helpers import autopsy, load_array, load_summary
-
-
-class Lookup(nn.Module):
-    """The input encodes the prediction: ``forward(x) = x * scale`` with ``scale == 1`` (a parameter, for the device)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.scale = nn.Parameter(torch.ones(()))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.scale
+from tests.models import PassThrough as Lookup
 
 
 def _mlp(seed: int = 0, d: int = 5) -> nn.Sequential:

@@ -12,17 +12,7 @@ from torch import nn
 from cerebro.errors import CerebroConfigError
 from cerebro.targets import ClassificationTarget, RegressionTarget, ScalarForward, build_target
 from tests.autopsy_helpers import autopsy, load_array
-
-
-class Fixed(nn.Module):
-    """Returns ``x`` itself (the input encodes the output), plus a parameter so the model has a device."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.scale = nn.Parameter(torch.ones(()))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.scale
+from tests.models import PassThrough as Fixed
 
 
 class TupleModel(nn.Module):
