@@ -487,3 +487,16 @@ def test_strict_mode_stops_at_first_failure_and_raises(tmp_path, monkeypatch):
     assert strict["diagnostics"]["gradients"]["metrics"] == {}
     assert strict["status"] == "partial"
     assert strict["reason"] == "failed diagnostics: ['predictions']"
+
+
+def test_module_loss_gets_labels_in_the_output_shape(tmp_path):
+    """(B, 1) outputs with (B,) labels: MSELoss would broadcast to (B, B); the autopsy reshapes the labels first."""
+    model = WithLoss(nn.MSELoss())
+    x, y = _data()
+    y_flat = y.reshape(-1)
+    expected, loss = _hand_grad_norms(model, lambda m: nn.functional.mse_loss(m(x), y_flat.reshape(-1, 1)))
+    metrics = autopsy(model, (x, y_flat), tmp_path, ["gradients"], batch_size=7)["diagnostics"]["gradients"]["metrics"]
+    assert metrics["loss_source"] == "module.loss_fn"
+    assert metrics["loss"] == pytest.approx(loss, rel=1e-5)
+    for name, norm in expected.items():
+        assert metrics["per_parameter"][name]["grad_norm"] == pytest.approx(norm, rel=1e-4)

@@ -29,6 +29,14 @@ class GradientsOptions:
     exploding: float = field(default=1e3, metadata={"min": 0.0})
 
 
+def _like(y: Tensor | None, o: Tensor) -> Tensor | None:
+    """Labels ``(B,)`` against outputs ``(B, 1)`` (or the reverse) take the output's shape: MSELoss would broadcast
+    them to ``(B, B)`` and compute a wrong loss. Classification labels (fewer elements than logits) stay as they are."""
+    if y is not None and y.shape != o.shape and y.numel() == o.numel() and y.is_floating_point():
+        return y.reshape(o.shape)
+    return y
+
+
 def _adds_up(fn, o: Tensor, y: Tensor | None, both: float) -> bool:  # noqa: ANN001
     """Whether the loss of two samples is the sum (not the mean) of their losses: a sum-reduced loss."""
     parts = float(fn(o[:1], y[:1] if y is not None else y)) + float(fn(o[1:2], y[1:2] if y is not None else y))
@@ -49,13 +57,14 @@ class Gradients(Diagnostic):
             sl = slice(0, min(ctx.n, 2))
             try:
                 with torch.no_grad():
-                    o, y = ctx.model(ctx.x(sl)), ctx.y(sl)
+                    o = ctx.model(ctx.x(sl))
+                    y = _like(ctx.y(sl), o)
                     value = fn(o, y)
                     if not (isinstance(value, Tensor) and value.numel() == 1):
                         raise TypeError(f"returned {type(value).__name__} of shape {getattr(value, 'shape', None)}, "
                                         "not a scalar")
                     self._sum_reduced = o.shape[0] > 1 and _adds_up(fn, o, y, float(value))
-                return f"module.{attr}", lambda o, y: fn(o, y)
+                return f"module.{attr}", lambda o, y: fn(o, _like(y, o))
             except Exception as err:  # noqa: BLE001 - recorded, and 'module' asked explicitly is an error
                 if choice == "module":
                     raise RuntimeError(f"the module's loss `{attr}` failed on a batch: {err}") from err
