@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import shutil
+import tempfile
 import time
 import traceback
 import warnings
@@ -185,11 +187,13 @@ def execute(
         "versions": _versions(),
     }
     records: dict[str, dict[str, Any]] = summary["diagnostics"]
+    spill = None
     try:
         # Hooks at the end of trainer.test/validate run under inference_mode: leave it before touching tensors.
         with torch.inference_mode(False), torch.enable_grad():
+            spill = tempfile.mkdtemp(prefix=".samples-", dir=writer.root)
             samples = data if isinstance(data, SampleSet) else collect_samples(
-                data, config.max_samples, config.batch, config.sampling, config.seed, source)
+                data, config.max_samples, config.batch, config.sampling, config.seed, source, spill_dir=spill)
             summary["samples"].update(available=samples.available, has_labels=samples.y is not None,
                                       metadata_fields=sorted(samples.metadata))
             if samples.n == 0:
@@ -237,6 +241,9 @@ def execute(
     except Exception as err:  # noqa: BLE001 - the autopsy never breaks the caller unless strict
         summary["status"], summary["reason"] = "failed", f"{type(err).__name__}: {err}"
         writer.write_text("autopsy.traceback.txt", traceback.format_exc())
+    finally:
+        if spill is not None:
+            shutil.rmtree(spill, ignore_errors=True)
     summary["seconds"] = round(time.perf_counter() - t_start, 4)
     writer.write_summary(summary)
     write_html(writer, summary)

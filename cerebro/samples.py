@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,6 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+
+from cerebro.engine.store import RowTensor
 
 from cerebro.errors import CerebroConfigError
 
@@ -56,7 +60,7 @@ class BatchSpec:
 class SampleSet:
     """The samples under study, on the CPU. ``indices`` are positions in the loader's sample stream."""
 
-    x: Tensor
+    x: Tensor | RowTensor
     y: Tensor | None
     metadata: dict[str, list[Any]] = field(default_factory=dict)
     indices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -100,6 +104,53 @@ def _rows(loader: Iterable[Any], spec: BatchSpec) -> Iterable[tuple[Tensor, Tens
         yield x.detach(), (y.detach() if y is not None else None), meta
 
 
+class _Rows:
+    """Where collected inputs go: a list of rows in memory, or fixed-size rows in a raw file under ``spill_dir``."""
+
+    def __init__(self, capacity: int, spill_dir: str | os.PathLike[str] | None, spill_bytes: int) -> None:
+        self.capacity, self.spill_dir, self.spill_bytes = capacity, spill_dir, spill_bytes
+        self.mem: dict[int, Tensor] = {}
+        self.file: Any = None
+        self.shape: tuple[int, ...] = ()
+        self.dtype: torch.dtype | None = None
+
+    def put(self, slot: int, row: Tensor) -> None:
+        if self.dtype is None:
+            self.shape, self.dtype = tuple(row.shape), row.dtype
+            if self.spill_dir is not None and row.numel() * row.element_size() * self.capacity > self.spill_bytes:
+                self.file = tempfile.NamedTemporaryFile(dir=self.spill_dir, prefix="samples-", suffix=".raw",
+                                                        delete=False)
+        if tuple(row.shape) != self.shape:
+            raise CerebroConfigError(f"samples have different shapes: {tuple(row.shape)} vs {self.shape}; cerebro "
+                                     "needs one input shape per sample set")
+        if self.file is None:
+            self.mem[slot] = row.clone()
+        else:
+            data = row.contiguous().numpy().tobytes()
+            self.file.seek(slot * len(data))
+            self.file.write(data)
+
+    def tensor(self, order: list[int]) -> Tensor | RowTensor:
+        """The rows of ``order`` (slots), in that order."""
+        if self.file is None:
+            return torch.stack([self.mem[i] for i in order])
+        self.file.flush()
+        src = RowTensor(self.file.name, (self.capacity, *self.shape), _np_dtype(self.dtype))
+        if order != list(range(len(order))):  # reservoir slots are not in stream order: rewrite them in order
+            with tempfile.NamedTemporaryFile(dir=self.spill_dir, prefix="samples-", suffix=".raw", delete=False) as f:
+                for i in order:
+                    f.write(src[i : i + 1].numpy().tobytes())
+            self.file.close()
+            os.unlink(self.file.name)
+            return RowTensor(f.name, (len(order), *self.shape), _np_dtype(self.dtype))
+        self.file.close()
+        return RowTensor(self.file.name, (len(order), *self.shape), _np_dtype(self.dtype))
+
+
+def _np_dtype(dtype: torch.dtype | None) -> np.dtype:
+    return torch.zeros(0, dtype=dtype).numpy().dtype
+
+
 def collect_samples(
     loader: Iterable[Any],
     max_samples: int,
@@ -107,49 +158,54 @@ def collect_samples(
     sampling: str = "first",
     seed: int = 0,
     source: str = "dataloader",
+    spill_dir: str | os.PathLike[str] | None = None,
+    spill_bytes: int = 64 << 20,
 ) -> SampleSet:
     """Take the first ``max_samples`` samples in order, or a seeded uniform draw (reservoir) over the whole loader.
 
-    Tensors are cloned to plain CPU tensors, so batches produced under ``torch.inference_mode`` can enter autograd.
+    Inputs are copied to plain CPU tensors, so batches produced under ``torch.inference_mode`` can enter autograd.
+    When they would take more than ``spill_bytes`` and ``spill_dir`` is given, they go to a file there instead of
+    memory (read back chunk by chunk), so memory stays flat however many samples are studied.
     """
     spec = spec or BatchSpec()
-    xs: list[Tensor] = []
-    ys: list[Tensor] = []
-    metas: list[dict[str, list[Any]]] = []
-    seen = 0
+    rows = _Rows(max_samples, spill_dir, spill_bytes)
+    ys: dict[int, Tensor] = {}
+    metas: dict[int, dict[str, Any]] = {}
+    slot_pos: dict[int, int] = {}  # slot -> position in the stream
     rng = np.random.default_rng(seed)
-    # Reservoir state for sampling="random": chosen (stream position -> (batch id, row)).
-    chosen: list[tuple[int, int, int]] = []
+    seen = 0
     has_y = True
-    for bi, (x, y, meta) in enumerate(_rows(loader, spec)):
-        b = int(x.shape[0])
+    for x, y, meta in _rows(loader, spec):
         has_y = has_y and y is not None
-        xs.append(x.cpu().clone())
-        ys.append(y.cpu().clone() if y is not None else None)  # type: ignore[arg-type]
-        metas.append(meta)
-        for r in range(b):
+        x = x.detach().cpu()
+        for r in range(int(x.shape[0])):
             pos = seen + r
-            if len(chosen) < max_samples:
-                chosen.append((pos, bi, r))
+            if pos < max_samples:
+                slot = pos
             elif sampling == "random":
                 j = int(rng.integers(0, pos + 1))
-                if j < max_samples:
-                    chosen[j] = (pos, bi, r)
-        seen += b
+                if j >= max_samples:
+                    continue
+                slot = j
+            else:
+                break
+            rows.put(slot, x[r])
+            slot_pos[slot] = pos
+            if y is not None:
+                ys[slot] = y[r].detach().cpu().clone()
+            metas[slot] = {k: v[r] for k, v in meta.items()}
+        seen += int(x.shape[0])
         if sampling == "first" and seen >= max_samples:
             break
-        if sampling == "random":  # drop batches no longer referenced, keeping memory at O(max_samples)
-            live = {c[1] for c in chosen}
-            for i in range(len(xs)):
-                if i not in live:
-                    xs[i] = ys[i] = None  # type: ignore[call-overload]
-                    metas[i] = {}
-    if not chosen:
+    if not slot_pos:
         return SampleSet(x=torch.zeros(0), y=None, source=source, available=seen)
-    chosen.sort()
-    x = torch.stack([xs[bi][r] for _, bi, r in chosen])
-    y = torch.stack([ys[bi][r] for _, bi, r in chosen]) if has_y else None
-    keys = set.intersection(*(set(metas[bi]) for _, bi, _ in chosen))
-    metadata = {k: [metas[bi][k][r] for _, bi, r in chosen] for k in sorted(keys)}
-    indices = np.array([p for p, _, _ in chosen], dtype=np.int64)
-    return SampleSet(x=x, y=y, metadata=metadata, indices=indices, source=source, available=seen)
+    order = sorted(slot_pos, key=slot_pos.__getitem__)
+    keys = set.intersection(*(set(metas[s]) for s in order))
+    return SampleSet(
+        x=rows.tensor(order),
+        y=torch.stack([ys[s] for s in order]) if has_y and len(ys) == len(order) else None,
+        metadata={k: [metas[s][k] for s in order] for k in sorted(keys)},
+        indices=np.array([slot_pos[s] for s in order], dtype=np.int64),
+        source=source,
+        available=seen,
+    )

@@ -68,7 +68,7 @@ def test_ig_linear_model_equals_w_times_x_minus_baseline(tmp_path, baseline_kind
     m = rec["metrics"]
     assert m["n_steps"] == 50 and m["method"] == "gausslegendre"
     assert m["not_converged"] == 0 and m["max_abs_delta"] < 1e-5
-    assert m["samples_per_call"] == 4  # the loader's batch size
+    assert m["evaluations"] == 10 * 50 and m["steps_max"] == 50  # every sample integrated once, at 50 steps
     assert rec["flags"] == []
     # the mean |attribution| per feature, and the indices of the samples
     np.testing.assert_allclose(load_array(out, "integrated_gradients", "mean_abs_attribution"),
@@ -98,7 +98,7 @@ def test_ig_not_converged_flag_with_closed_form_delta(tmp_path):
                                0.5 * (x ** 2).sum(1).numpy(), rtol=1e-5)
     assert rec["metrics"]["not_converged"] == 6
     assert rec["metrics"]["median_relative_delta"] == pytest.approx(0.5, rel=1e-5)
-    assert rec["flags"] == ["IG not converged on 6/6 samples (|delta| > 5% of |f(x) - f(baseline)|): raise n_steps"]
+    assert rec["flags"] == ["IG not converged on 6/6 samples (|delta| > 5% of |f(x) - f(baseline)|): raise n_steps or use auto"]
     # Gauss-Legendre with one node (the midpoint) is exact for a quadratic
     exact = autopsy(Square(), (x,), tmp_path / "gl", [{"integrated_gradients": {"n_steps": 1}}])
     assert exact["diagnostics"]["integrated_gradients"]["flags"] == []
@@ -119,7 +119,7 @@ def test_failed_ig_does_not_leave_zero_attributions_as_artifact(tmp_path, monkey
     def fail(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise RuntimeError("injected Captum failure")
 
-    monkeypatch.setattr(ig_mod.CaptumIG, "attribute", fail)
+    monkeypatch.setattr(ig_mod, "integrated_gradients", fail)
     with pytest.warns(UserWarning, match="injected Captum failure"):
         summary = autopsy(_linear(), (torch.randn(5, 6),), tmp_path, ["integrated_gradients"])
     rec = summary["diagnostics"]["integrated_gradients"]
@@ -162,7 +162,7 @@ def test_ig_small_internal_batch_matches_captum(tmp_path):
                                                                     "method": "riemann_trapezoid"}}])
     rec = summary["diagnostics"]["integrated_gradients"]
     assert rec["status"] == "ok", rec["reason"]
-    assert rec["metrics"]["samples_per_call"] == 1
+    assert rec["metrics"]["chunk_points"] == 7  # a user-chosen size is used as is
     ref = IntegratedGradients(model).attribute(x, target=0, n_steps=16, method="riemann_trapezoid")
     np.testing.assert_allclose(load_array(out, "integrated_gradients", "attributions"), ref.detach().numpy(),
                                atol=1e-5, rtol=1e-4)
@@ -192,7 +192,7 @@ def test_eegnex_ig_and_auto_gradcam(tmp_path, eegnex):
     assert summary["samples"]["input_shape"] == [129, 200]
 
     ig_rec = summary["diagnostics"]["integrated_gradients"]
-    assert ig_rec["metrics"]["samples_per_call"] <= 2
+    assert ig_rec["metrics"]["evaluations"] == 4 * 4
     ig = load_array(out, "integrated_gradients", "attributions")
     assert ig.shape == (4, 129, 200)
     assert np.isfinite(ig).all() and np.abs(ig).sum(axis=(1, 2)).min() > 0

@@ -1,123 +1,150 @@
-"""``integrated_gradients``: Captum's Integrated Gradients on the target scalars, batched under a memory budget.
+"""``integrated_gradients``: Integrated Gradients on the target scalars, batched near the hardware floor.
 
 Sundararajan, Taly & Yan, "Axiomatic Attribution for Deep Networks", ICML 2017 (arXiv:1703.01365).
+The integral uses Captum's approximation rules; see :mod:`cerebro.engine.integrated` for the batching.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
-from captum.attr import IntegratedGradients as CaptumIG
 from torch import Tensor
 
 from cerebro.diagnostics.base import Diagnostic
-from cerebro.engine.attribution import degenerate_reasons, summarize_maps
+from cerebro.engine.attribution import MapStats, summarize_maps
 from cerebro.engine.budget import points_per_pass
+from cerebro.engine.chunking import ChunkPolicy
 from cerebro.engine.context import AutopsyContext
-from cerebro.errors import CerebroConfigError
+from cerebro.engine.integrated import integrated_gradients
+from cerebro.errors import CerebroConfigError, choice_error
 from cerebro.registry import register_diagnostic
 from cerebro.report.writer import DiagnosticOutput
 
-__all__ = ["IntegratedGradients", "make_baseline"]
+__all__ = ["IntegratedGradients", "make_baseline", "AUTOCAST"]
 
 _METHODS = ("gausslegendre", "riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid")
 _BASELINES = ("zeros", "mean")
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
 class IntegratedGradientsOptions:
-    #: Integration steps per sample (Captum's n_steps).
-    n_steps: int = field(default=50, metadata={"min": 1})
+    #: Integration steps per sample (Captum's n_steps), or auto: double until every sample converges.
+    n_steps: Any = 50
     #: zeros | mean (the sample set's mean input) | a path to a .npy/.pt file of shape input or (N, *input).
     baseline: str = field(default="zeros", metadata={"choices": _BASELINES, "path_ok": True})
     #: Captum's integration rule.
     method: str = field(default="gausslegendre", metadata={"choices": _METHODS})
-    #: Interpolation points per forward+backward pass; null derives it from the memory budget.
+    #: Interpolation points per forward+backward pass; null = calibrated within the memory budget.
     internal_batch_size: Optional[int] = field(default=None, metadata={"min": 1})
-    #: Samples whose |delta| exceeds this fraction of |f(x) - f(baseline)| are flagged as not converged.
+    #: Samples whose |delta| exceeds this fraction of |f(x) - f(baseline)| are flagged (and refined with auto).
     delta_tolerance: float = field(default=0.05, metadata={"min": 0.0})
+    #: Most steps n_steps=auto may use per sample.
+    max_steps: int = field(default=512, metadata={"min": 2})
+    #: Mixed precision for the attribution passes on GPU: null | bf16 | fp16 (gradients accumulate in float32).
+    autocast: Optional[str] = field(default=None, metadata={"choices": (None, *AUTOCAST)})
 
 
-def make_baseline(spec: str, x: Tensor) -> Tensor:
-    """Baseline tensor of shape ``x.shape[1:]`` or ``x.shape``."""
+def make_baseline(spec: str, x: Any, chunk: int = 256) -> Tensor:
+    """Baseline of shape ``(1, *input)`` or ``(N, *input)`` for the samples ``x`` (a tensor or a RowTensor)."""
+    n, shape = int(x.shape[0]), tuple(x.shape[1:])
     if spec == "zeros":
-        return torch.zeros_like(x[:1])
+        return torch.zeros((1, *shape), dtype=x.dtype)
     if spec == "mean":
-        return x.mean(dim=0, keepdim=True)
+        total = torch.zeros(shape, dtype=torch.float64)
+        for i in range(0, n, chunk):
+            total += x[i : i + chunk].double().sum(dim=0)
+        return (total / n).to(x.dtype).unsqueeze(0)
     if not os.path.isfile(spec):
         raise CerebroConfigError(f"integrated_gradients.baseline {spec!r} is neither zeros|mean nor an existing file")
     data = np.load(spec) if spec.endswith(".npy") else torch.load(spec, map_location="cpu", weights_only=True)
     base = torch.as_tensor(np.asarray(data) if not isinstance(data, Tensor) else data, dtype=x.dtype)
-    if tuple(base.shape) == tuple(x.shape[1:]):
+    if tuple(base.shape) == shape:
         return base.unsqueeze(0)
-    if tuple(base.shape) == tuple(x.shape):
+    if tuple(base.shape) == (n, *shape):
         return base
     raise CerebroConfigError(
-        f"baseline file {spec!r} has shape {tuple(base.shape)}; expected the input shape {tuple(x.shape[1:])} "
-        f"or one per sample {tuple(x.shape)}"
+        f"baseline file {spec!r} has shape {tuple(base.shape)}; expected the input shape {shape} "
+        f"or one per sample {(n, *shape)}"
     )
 
 
 @register_diagnostic("integrated_gradients")
 class IntegratedGradients(Diagnostic):
-    """Integrated Gradients for every sample, one Captum call per chunk of samples, with convergence deltas."""
+    """Integrated Gradients for every sample, with per-sample convergence deltas; ``n_steps: auto`` adapts."""
 
     Options = IntegratedGradientsOptions
 
     def validate(self) -> None:
-        if self.options.method.startswith("riemann") and self.options.n_steps < 2:
+        n = self.options.n_steps
+        if n != "auto" and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise CerebroConfigError(f"`integrated_gradients.n_steps` must be a positive int or 'auto', got {n!r}")
+        if self.options.method.startswith("riemann") and n != "auto" and n < 2:
             raise CerebroConfigError(
                 f"`integrated_gradients.n_steps` must be >= 2 with method {self.options.method!r} (Captum's Riemann "
-                f"rules need two points), got {self.options.n_steps}"
+                f"rules need two points), got {n}"
             )
+        if self.options.autocast not in (None, *AUTOCAST):
+            raise choice_error("integrated_gradients.autocast", self.options.autocast, [None, *AUTOCAST])
 
     def run(self, ctx: AutopsyContext, out: DiagnosticOutput) -> None:
         o = self.options
-        x_all = ctx.samples.x
-        baseline = make_baseline(o.baseline, x_all)
-        points = o.internal_batch_size or points_per_pass(ctx.model, ctx.x(slice(0, 1)), ctx.memory_budget)
-        per_call = max(1, min(ctx.batch_size, points // o.n_steps))
-        ig = CaptumIG(ctx.forward, multiply_by_inputs=True)
-        attrs = out.open_array("attributions", (ctx.n, *x_all.shape[1:]))
-        deltas = np.zeros(ctx.n)
-        gaps = np.zeros(ctx.n)
-        for sl in ctx.chunks(per_call):
-            x = ctx.x(sl)
-            b = (baseline if baseline.shape[0] == 1 else baseline[sl]).to(ctx.device).expand_as(x).contiguous()
-            args = ctx.forward_args(sl)
-            a, delta = ig.attribute(x, baselines=b, additional_forward_args=args, n_steps=o.n_steps, method=o.method,
-                                    internal_batch_size=min(points, x.shape[0] * o.n_steps),
-                                    return_convergence_delta=True)
-            with torch.no_grad():
-                fx = ctx.forward(x, *(args or ()))
-                fb = ctx.forward(b, *(args or ()))
-            attrs[sl] = a.detach().float().cpu().numpy()
-            deltas[sl] = delta.detach().double().cpu().numpy()
-            gaps[sl] = (fx - fb).detach().double().cpu().numpy()
-        attrs.flush()
+        shape = tuple(ctx.samples.input_shape)
+        adaptive = o.n_steps == "auto"
+        baseline = make_baseline(o.baseline, ctx.samples.x)
+        limit = o.internal_batch_size or points_per_pass(ctx.model, ctx.x(slice(0, 1)), ctx.memory_budget)
+        key = (type(ctx.model).__qualname__, shape, str(ctx.device), o.autocast)
+        policy = ChunkPolicy(limit, key, ctx.device, fixed=o.internal_batch_size)
+        amp = AUTOCAST.get(o.autocast) if ctx.device.type == "cuda" else None
+        if o.autocast and amp is None:
+            out.flag(f"autocast {o.autocast} ignored on {ctx.device.type}: attribution passes ran in float32")
+        attributions = out.row_writer("attributions", (ctx.n, *shape))
+        deltas, gaps, steps = (np.zeros(ctx.n), np.zeros(ctx.n), np.zeros(ctx.n, dtype=np.int64))
+        stats = MapStats()
+        evaluations = 0
+        try:
+            for sl in ctx.chunks(max(ctx.batch_size, 64)):
+                x = ctx.x(sl)
+                base = (baseline if baseline.shape[0] == 1 else baseline[sl]).to(ctx.device).expand_as(x)
+                index = None if ctx.index is None else ctx.index[sl].to(ctx.device)
+                res = integrated_gradients(ctx.forward, x, base, index, None if adaptive else o.n_steps, o.method,
+                                           policy, tolerance=o.delta_tolerance, max_steps=o.max_steps, autocast=amp)
+                block = res.attributions.cpu().numpy()
+                attributions.write(block)
+                stats.update(block)
+                deltas[sl] = res.delta.double().cpu().numpy()
+                gaps[sl] = res.gap.double().cpu().numpy()
+                steps[sl] = res.steps.cpu().numpy()
+                evaluations += res.evaluations
+        finally:
+            attributions.close()
         out.array("indices", ctx.samples.indices)
         out.array("convergence_delta", deltas)
+        out.array("steps", steps)
         rel = np.abs(deltas) / np.maximum(np.abs(gaps), 1e-12)
-        out.metric("n_steps", o.n_steps)
+        out.metric("n_steps", "auto" if adaptive else o.n_steps)
+        out.metric("steps_max", int(steps.max()))
+        out.metric("steps_mean", float(steps.mean()))
+        out.metric("evaluations", evaluations)
         out.metric("method", o.method)
-        out.metric("samples_per_call", per_call)
+        out.metric("autocast", o.autocast if amp is not None else None)
+        for k, v in policy.describe().items():
+            out.metric(k, v)
         out.metric("mean_abs_delta", float(np.mean(np.abs(deltas))))
         out.metric("max_abs_delta", float(np.max(np.abs(deltas))))
         out.metric("median_relative_delta", float(np.median(rel)))
         bad = int(np.sum((rel > o.delta_tolerance) & (np.abs(deltas) > 1e-6)))
         out.metric("not_converged", bad)
         if bad:
+            hint = f"still above tolerance at max_steps={o.max_steps}" if adaptive else "raise n_steps or use auto"
             out.flag(f"IG not converged on {bad}/{ctx.n} samples (|delta| > {o.delta_tolerance:.0%} of "
-                     f"|f(x) - f(baseline)|): raise n_steps")
-        for reason in degenerate_reasons(np.asarray(attrs)):
+                     f"|f(x) - f(baseline)|): {hint}")
+        for reason in stats.reasons():
             out.flag(reason)
-        mean_abs = np.zeros(x_all.shape[1:], dtype=np.float64)
-        for sl in ctx.chunks(1024):
-            mean_abs += np.abs(np.asarray(attrs[sl], dtype=np.float64)).sum(axis=0)
-        mean_abs /= ctx.n
+        mean_abs = stats.mean_abs()
         out.array("mean_abs_attribution", mean_abs)
-        summarize_maps(out, mean_abs, tuple(x_all.shape[1:]), "integrated gradients")
+        summarize_maps(out, mean_abs, shape, "integrated gradients")

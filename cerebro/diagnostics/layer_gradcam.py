@@ -14,7 +14,7 @@ from captum.attr import LayerAttribution, LayerGradCam as CaptumLayerGradCam
 from torch import Tensor, nn
 
 from cerebro.diagnostics.base import Diagnostic
-from cerebro.engine.attribution import degenerate_reasons, summarize_maps
+from cerebro.engine.attribution import MapStats, summarize_maps
 from cerebro.engine.budget import points_per_pass
 from cerebro.engine.context import AutopsyContext
 from cerebro.engine.hooks import find_module, forward_hooks, tensor_output
@@ -111,22 +111,27 @@ class LayerGradCam(Diagnostic):
         input_shape = ctx.samples.input_shape
         attrs = None
         raw_shape = None
-        for sl in ctx.chunks(per_call):
-            cam = gc.attribute(ctx.x(sl), additional_forward_args=ctx.forward_args(sl),
-                               relu_attributions=self.options.relu, attr_dim_summation=True)
-            raw_shape = raw_shape or tuple(cam.shape[1:])
-            cam = map_onto_input(cam.detach().float(), input_shape)
-            if attrs is None:
-                attrs = out.open_array("attributions", (ctx.n, *cam.shape[1:]))
-            attrs[sl] = cam.cpu().numpy()
+        stats = MapStats()
+        try:
+            for sl in ctx.chunks(per_call):
+                cam = gc.attribute(ctx.x(sl), additional_forward_args=ctx.forward_args(sl),
+                                   relu_attributions=self.options.relu, attr_dim_summation=True)
+                raw_shape = raw_shape or tuple(cam.shape[1:])
+                block = map_onto_input(cam.detach().float(), input_shape).cpu().numpy()
+                if attrs is None:
+                    attrs = out.row_writer("attributions", (ctx.n, *block.shape[1:]))
+                attrs.write(block)
+                stats.update(block)
+        finally:
+            if attrs is not None:
+                attrs.close()
         assert attrs is not None
-        attrs.flush()
         out.array("indices", ctx.samples.indices)
         out.metric("layer", name)
         out.metric("layer_map_shape", raw_shape)
         out.metric("map_shape", attrs.shape[1:])
-        for reason in degenerate_reasons(np.asarray(attrs)):
+        for reason in stats.reasons():
             out.flag(f"{reason} (layer {name})")
-        mean_abs = np.abs(np.asarray(attrs, dtype=np.float64)).mean(axis=0)
+        mean_abs = stats.mean_abs()
         out.array("mean_abs_attribution", mean_abs)
         summarize_maps(out, mean_abs[0], input_shape, "Grad-CAM")

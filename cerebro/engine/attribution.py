@@ -7,24 +7,52 @@ import numpy as np
 from cerebro.report.figures import bar, heatmap, line
 from cerebro.report.writer import DiagnosticOutput
 
-__all__ = ["degenerate_reasons", "summarize_maps"]
+__all__ = ["MapStats", "degenerate_reasons", "summarize_maps"]
+
+
+class MapStats:
+    """Streaming checks of attribution maps, one block of samples at a time (nothing is read back from disk)."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.nonfinite = 0
+        self.zero_samples = 0
+        self.constant_samples = 0
+        self.abs_sum: np.ndarray | None = None
+
+    def update(self, block: np.ndarray) -> None:
+        block = np.asarray(block)
+        flat = block.reshape(block.shape[0], -1)
+        self.n += block.shape[0]
+        finite = np.isfinite(flat)
+        self.nonfinite += int((~finite).sum())
+        self.zero_samples += int((~np.any(flat, axis=1)).sum())
+        self.constant_samples += int((np.ptp(np.where(finite, flat, 0), axis=1) == 0).sum())
+        s = np.abs(np.where(np.isfinite(block), block, 0)).astype(np.float64).sum(axis=0)
+        self.abs_sum = s if self.abs_sum is None else self.abs_sum + s
+
+    def mean_abs(self) -> np.ndarray:
+        assert self.abs_sum is not None
+        return self.abs_sum / max(self.n, 1)
+
+    def reasons(self) -> list[str]:
+        """Why the maps carry no information (NaN, all zero, constant), or an empty list."""
+        if self.nonfinite:
+            return [f"degenerate map: {self.nonfinite} non-finite values"]
+        if self.zero_samples == self.n:
+            return ["degenerate map: all values are zero"]
+        if self.constant_samples == self.n:
+            return ["degenerate map: every sample's map is constant"]
+        if self.zero_samples:
+            return [f"degenerate map: {self.zero_samples} samples have an all-zero map"]
+        return []
 
 
 def degenerate_reasons(maps: np.ndarray) -> list[str]:
-    """Why a set of attribution maps carries no information (NaN, all zero, constant), or an empty list."""
-    finite = np.isfinite(maps)
-    if not finite.all():
-        return [f"degenerate map: {int((~finite).sum())} non-finite values"]
-    if not np.any(maps):
-        return ["degenerate map: all values are zero"]
-    per_sample = maps.reshape(maps.shape[0], -1)
-    constant = np.ptp(per_sample, axis=1) == 0
-    if constant.all():
-        return ["degenerate map: every sample's map is constant"]
-    reasons = []
-    if np.any(~np.any(per_sample, axis=1)):
-        reasons.append(f"degenerate map: {int((~np.any(per_sample, axis=1)).sum())} samples have an all-zero map")
-    return reasons
+    """:meth:`MapStats.reasons` of maps held in memory."""
+    stats = MapStats()
+    stats.update(maps)
+    return stats.reasons()
 
 
 def summarize_maps(out: DiagnosticOutput, mean_abs: np.ndarray, input_shape: tuple[int, ...], what: str) -> None:

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from cerebro.engine.store import RowWriter
+
 __all__ = ["ReportWriter", "DiagnosticOutput", "jsonable"]
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -64,13 +66,10 @@ class ReportWriter:
         np.save(path, np.ascontiguousarray(array))
         return path.relative_to(self.root).as_posix()
 
-    def open_array(self, diagnostic: str, key: str, shape: tuple[int, ...], dtype: object = np.float32) -> tuple[np.memmap, str]:
-        """A writable memory-mapped ``.npy`` file, filled chunk by chunk so large runs keep memory flat."""
-        folder = self.root / "arrays" / _SAFE.sub("_", diagnostic)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{_SAFE.sub('_', key)}.npy"
-        arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=tuple(int(s) for s in shape))
-        return arr, path.relative_to(self.root).as_posix()
+    def row_writer(self, diagnostic: str, key: str, shape: tuple[int, ...], dtype: object = np.float32) -> tuple[RowWriter, str]:
+        """An ``.npy`` file written block by block, so large runs keep memory flat."""
+        path = self.root / "arrays" / _SAFE.sub("_", diagnostic) / f"{_SAFE.sub('_', key)}.npy"
+        return RowWriter(path, shape, dtype), path.relative_to(self.root).as_posix()
 
     def save_figure(self, stem: str, fig: Figure) -> str:
         path = self.root / "figures" / f"{_SAFE.sub('_', stem)}.png"
@@ -118,10 +117,10 @@ class DiagnosticOutput:
         self.artifacts.append(self.writer.save_array(self.name, key, arr))
         return arr
 
-    def open_array(self, key: str, shape: tuple[int, ...], dtype: object = np.float32) -> np.memmap:
-        arr, rel = self.writer.open_array(self.name, key, shape, dtype)
+    def row_writer(self, key: str, shape: tuple[int, ...], dtype: object = np.float32) -> RowWriter:
+        writer, rel = self.writer.row_writer(self.name, key, shape, dtype)
         self.artifacts.append(rel)
-        return arr
+        return writer
 
     def figure(self, fig: Figure, suffix: str = "") -> None:
         stem = f"{self.name}_{suffix}" if suffix else self.name
