@@ -131,6 +131,8 @@ def _run_one(diag: Diagnostic, ctx: AutopsyContext, writer: ReportWriter) -> dic
         status, reason = "skipped", f"{diag.name} needs labels, but the batches carry none"
     else:
         try:
+            if isinstance(ctx.observed.get(diag.name), BaseException):
+                raise ctx.observed.pop(diag.name)  # its hook failed during the shared forward pass
             diag.run(ctx, out)
         except Exception as err:  # noqa: BLE001 - isolate every diagnostic; the reason is recorded
             status, reason = "failed", f"{type(err).__name__}: {err}"
@@ -188,6 +190,7 @@ def execute(
     }
     records: dict[str, dict[str, Any]] = summary["diagnostics"]
     spill = None
+    observed_errors: dict[str, BaseException] = {}
     try:
         # Hooks at the end of trainer.test/validate run under inference_mode: leave it before touching tensors.
         with torch.inference_mode(False), torch.enable_grad():
@@ -213,7 +216,16 @@ def execute(
             with torch.no_grad():
                 first = work(probe)
             config.target.preflight(first, None if samples.y is None else samples.y[: probe.shape[0]])
-            outputs = compute_outputs(work, samples.x, batch_size, device)
+            observers = []
+            for diag in config.diagnostics:
+                try:
+                    hooks = diag.observe_forward(work)
+                except Exception as err:  # noqa: BLE001 - recorded as that diagnostic's failure
+                    hooks, observed_errors[diag.name] = None, err
+                if hooks is not None:
+                    observers.append((diag.name, hooks))
+            outputs, observed = compute_outputs(work, samples.x, batch_size, device, observers)
+            observed.update(observed_errors)
             config.target.preflight(outputs, samples.y)  # every label, not only the probe's
             if not torch.isfinite(outputs).all():
                 summary.setdefault("warnings", []).append(
@@ -222,7 +234,8 @@ def execute(
             budget = int(config.memory_budget_mb * 2**20) if config.memory_budget_mb else default_budget_bytes(device)
             ctx = AutopsyContext(model=work, target=config.target, samples=samples, device=device,
                                  batch_size=batch_size, outputs=outputs,
-                                 index=None if index is None else index.cpu(), seed=config.seed, memory_budget=budget)
+                                 index=None if index is None else index.cpu(), seed=config.seed, memory_budget=budget,
+                                 observed=observed)
             stopped_by = None
             for diag in config.diagnostics:
                 if stopped_by is not None:

@@ -500,3 +500,44 @@ def test_module_loss_gets_labels_in_the_output_shape(tmp_path):
     assert metrics["loss"] == pytest.approx(loss, rel=1e-5)
     for name, norm in expected.items():
         assert metrics["per_parameter"][name]["grad_norm"] == pytest.approx(norm, rel=1e-4)
+
+
+def test_activations_come_from_the_shared_forward_pass(tmp_path, monkeypatch):
+    """With the runner, activations hook the one shared forward pass: the model runs no extra pass for them."""
+    model = _mlp()
+    x, y = _data()
+    calls = {"n": 0}
+    real = nn.Sequential.forward
+
+    def counting(self, inp):  # noqa: ANN001, ANN202
+        calls["n"] += 1
+        return real(self, inp)
+
+    monkeypatch.setattr(nn.Sequential, "forward", counting)
+    summary = autopsy(model, (x, y), tmp_path / "a", ["predictions"], batch_size=10)
+    base = calls["n"]
+    calls["n"] = 0
+    summary = autopsy(model, (x, y), tmp_path / "b", ["predictions", "activations"], batch_size=10)
+    rec = summary["diagnostics"]["activations"]
+    assert rec["status"] == "ok" and rec["metrics"]["shared_pass"] is True
+    assert calls["n"] == base  # no forward pass beyond the shared one (and the preflight probe)
+    with torch.no_grad():
+        h = model[1](model[0](x))
+    layer = rec["metrics"]["per_layer"]["1"]
+    assert layer["mean"] == pytest.approx(float(h.double().mean()), rel=1e-6)
+    assert layer["std"] == pytest.approx(float(h.double().std(unbiased=False)), rel=1e-5)
+
+
+def test_a_failing_activation_hook_fails_only_that_diagnostic(tmp_path, monkeypatch):
+    from cerebro.diagnostics import activations as act
+
+    def broken(self, t, sat):  # noqa: ANN001, ANN202
+        raise RuntimeError("hook exploded")
+
+    monkeypatch.setattr(act._Stats, "update", broken)
+    with pytest.warns(UserWarning, match="hook exploded"):
+        summary = autopsy(_mlp(), _data(), tmp_path, ["predictions", "activations", "failure_modes"])
+    d = summary["diagnostics"]
+    assert d["activations"]["status"] == "failed" and "hook exploded" in d["activations"]["reason"]
+    assert d["predictions"]["status"] == d["failure_modes"]["status"] == "ok"
+    assert summary["status"] == "partial"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, List, Optional
 
 import numpy as np
@@ -38,41 +39,45 @@ class ActivationsOptions:
 
 
 class _Stats:
+    """Running statistics of one layer's outputs, kept on the device (no host synchronisation per batch)."""
+
     def __init__(self, bounds: tuple[float, float] | None) -> None:
         self.bounds = bounds
         self.count = 0
-        self.sum = self.sumsq = 0.0
-        self.zeros = self.saturated = 0
+        self.acc: dict[str, Tensor] = {}
         self.unit_max: Tensor | None = None
-        self.finite = True
+
+    def _add(self, key: str, value: Tensor) -> None:
+        self.acc[key] = value if key not in self.acc else self.acc[key] + value
 
     def update(self, t: Tensor, sat: float) -> None:
         t = t.detach()
         td = t.double()
         self.count += t.numel()
-        self.sum += float(td.sum())
-        self.sumsq += float((td * td).sum())
-        self.zeros += int((t == 0).sum())
-        self.finite = self.finite and bool(torch.isfinite(t).all())
+        self._add("sum", td.sum())
+        self._add("sumsq", (td * td).sum())
+        self._add("zeros", (t == 0).sum())
+        self._add("nonfinite", (~torch.isfinite(t)).sum())
         if self.bounds is not None:
             lo, hi = self.bounds
             margin = (1.0 - sat) * (hi - lo) / 2 if lo < 0 else (1.0 - sat) * (hi - lo)
-            self.saturated += int(((t <= lo + margin) | (t >= hi - margin)).sum())
+            self._add("saturated", ((t <= lo + margin) | (t >= hi - margin)).sum())
         units = t.abs().transpose(0, 1).reshape(t.shape[1], -1).amax(dim=1) if t.ndim >= 2 else t.abs().amax().reshape(1)
         self.unit_max = units if self.unit_max is None else torch.maximum(self.unit_max, units)
 
     def summary(self) -> dict[str, Any]:
-        mean = self.sum / self.count
-        var = max(self.sumsq / self.count - mean * mean, 0.0)
+        v = {k: float(a) for k, a in self.acc.items()}
+        mean = v["sum"] / self.count
+        var = max(v["sumsq"] / self.count - mean * mean, 0.0)
         assert self.unit_max is not None
         return {
             "mean": mean,
             "std": var**0.5,
-            "zero_fraction": self.zeros / self.count,
+            "zero_fraction": v["zeros"] / self.count,
             "dead_unit_fraction": float((self.unit_max == 0).double().mean()),
-            "saturated_fraction": self.saturated / self.count if self.bounds is not None else None,
+            "saturated_fraction": v["saturated"] / self.count if self.bounds is not None else None,
             "units": int(self.unit_max.numel()),
-            "finite": self.finite,
+            "finite": v["nonfinite"] == 0,
         }
 
 
@@ -86,21 +91,31 @@ class Activations(Diagnostic):
         for name in self.options.layers or []:
             find_module(model, name)
 
-    def run(self, ctx: AutopsyContext, out: DiagnosticOutput) -> None:
+    def observe_forward(self, model: nn.Module) -> tuple[dict[str, nn.Module], Callable[[str, nn.Module, object], None]]:
+        """Layers to watch and the hook that records them, attached to the runner's shared forward pass."""
         if self.options.layers:
-            modules = {n: find_module(ctx.model, n) for n in self.options.layers}
+            modules = {n: find_module(model, n) for n in self.options.layers}
         else:
-            modules = leaf_modules(ctx.model)
-        stats = {n: _Stats(next((b for c, b in _BOUNDS.items() if isinstance(m, c)), None)) for n, m in modules.items()}
+            modules = leaf_modules(model)
+        self._stats = {n: _Stats(next((b for c, b in _BOUNDS.items() if isinstance(m, c)), None))
+                       for n, m in modules.items()}
 
         def record(name: str, _m: nn.Module, output: object) -> None:
             t = tensor_output(output)
             if t is not None and t.is_floating_point() and t.numel():
-                stats[name].update(t, self.options.saturation)
+                self._stats[name].update(t, self.options.saturation)
 
-        with torch.no_grad(), forward_hooks(modules, record):
-            for sl in ctx.chunks():
-                ctx.model(ctx.x(sl))
+        return modules, record
+
+    def run(self, ctx: AutopsyContext, out: DiagnosticOutput) -> None:
+        shared = ctx.observed.pop(self.name, None) is not None
+        if not shared:  # not observed by the runner's shared pass (e.g. called on its own): run one
+            modules, record = self.observe_forward(ctx.model)
+            with torch.no_grad(), forward_hooks(modules, record):
+                for sl in ctx.chunks():
+                    ctx.model(ctx.x(sl))
+        out.metric("shared_pass", shared)
+        stats, self._stats = self._stats, {}
         per_layer = {n: s.summary() for n, s in stats.items() if s.count}
         skipped = sorted(n for n, s in stats.items() if not s.count)
         out.metric("per_layer", per_layer)

@@ -8,7 +8,7 @@ constructed, so a typo fails before training starts.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from omegaconf import DictConfig, OmegaConf
@@ -86,6 +86,12 @@ class Diagnostic:
 
     def check_model(self, model: nn.Module) -> None:
         """Checks that need the module but no data (e.g. a layer name). Runs in the callback's ``setup``."""
+
+    def observe_forward(self, model: nn.Module) -> tuple[dict[str, nn.Module], Callable[[str, nn.Module, Any], None]] | None:
+        """Optional: forward hooks ``(modules, fn(name, module, output))`` for the runner's one shared forward pass
+        over all samples, instead of a pass of this diagnostic's own. ``ctx.observed[self.name]`` is set when the
+        shared pass ran with these hooks, so :meth:`run` knows its hooks saw every sample."""
+        return None
 
     def run(self, ctx: AutopsyContext, out: DiagnosticOutput) -> None:
         """Compute metrics, flags, arrays and figures into ``out``."""

@@ -85,7 +85,7 @@ class Gradients(Diagnostic):
         frozen = sum(1 for _, p in ctx.model.named_parameters() if not p.requires_grad)
         for _, p in params:
             p.grad = None
-        total_loss = 0.0
+        total_loss = torch.zeros((), device=ctx.device, dtype=torch.float64)  # summed on the device: no sync per chunk
         try:
             with torch.enable_grad():
                 for sl in ctx.chunks():
@@ -97,7 +97,7 @@ class Gradients(Diagnostic):
                     # Chunks of a mean-reduced loss are weighted by their share; a sum-reduced loss adds up as is.
                     weight = 1.0 if self._sum_reduced else (sl.stop - sl.start) / ctx.n
                     (loss * weight).backward()
-                    total_loss += float(loss.detach()) * weight
+                    total_loss += loss.detach().double() * weight
             names = [n for n, _ in params]
             grad_norms = np.array([float(p.grad.norm()) if p.grad is not None else 0.0 for _, p in params])
             param_norms = np.array([float(p.detach().norm()) for _, p in params])
@@ -105,7 +105,7 @@ class Gradients(Diagnostic):
             for _, p in params:
                 p.grad = None
         out.metric("loss_source", source)
-        out.metric("loss", total_loss)
+        out.metric("loss", float(total_loss))
         out.metric("total_grad_norm", float(np.sqrt(np.sum(grad_norms**2))))
         out.metric("frozen_parameters", frozen)
         out.metric("per_parameter", {

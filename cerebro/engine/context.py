@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from cerebro.engine.budget import chunks
+from cerebro.engine.hooks import forward_hooks
 from cerebro.samples import SampleSet
 from cerebro.targets import ScalarForward, TargetAdapter
 
@@ -17,10 +19,25 @@ __all__ = ["AutopsyContext", "compute_outputs", "find_module_loss"]
 
 
 @torch.no_grad()
-def compute_outputs(model: nn.Module, x: Tensor, batch_size: int, device: torch.device) -> Tensor:
-    """One forward pass over all samples in chunks; raw outputs on the CPU."""
-    outs = [model(x[sl].to(device)).detach().cpu() for sl in chunks(x.shape[0], batch_size)]
-    return torch.cat(outs)
+def compute_outputs(model: nn.Module, x: Any, batch_size: int, device: torch.device,
+                    observers: Iterable[tuple[str, Any]] = ()) -> tuple[Tensor, dict[str, Any]]:
+    """The shared forward pass over all samples, in chunks: raw outputs on the CPU, and for each observing
+    diagnostic ``(name, (modules, hook))`` either ``True`` (its hooks saw every sample) or the error its hook raised."""
+    status: dict[str, Any] = {}
+    with ExitStack() as stack:
+        for name, (modules, fn) in observers:
+            status[name] = True
+
+            def safe(n: str, m: nn.Module, o: Any, _fn: Any = fn, _name: str = name) -> None:
+                if status[_name] is True:
+                    try:
+                        _fn(n, m, o)
+                    except Exception as err:  # noqa: BLE001 - a hook's failure is that diagnostic's failure only
+                        status[_name] = err
+
+            stack.enter_context(forward_hooks(modules, safe))
+        outs = [model(x[sl].to(device)).detach().cpu() for sl in chunks(int(x.shape[0]), batch_size)]
+    return torch.cat(outs), status
 
 
 def find_module_loss(model: nn.Module) -> tuple[str, Callable[[Tensor, Tensor], Tensor]] | None:
@@ -46,6 +63,8 @@ class AutopsyContext:
     seed: int = 0
     memory_budget: int = 1 << 30
     extras: dict[str, Any] = field(default_factory=dict)
+    #: Diagnostics whose :meth:`~cerebro.Diagnostic.observe_forward` hooks saw the shared pass (or their error).
+    observed: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.forward = ScalarForward(self.model, self.target)
