@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["CerebroError", "CerebroConfigError", "AutopsyAbort", "AutopsyFailure", "suggest"]
+__all__ = ["CerebroError", "CerebroConfigError", "AutopsyAbort", "AutopsyFailure", "DiagnosticSkipped", "suggest"]
 
 
 class CerebroError(Exception):
@@ -22,6 +22,10 @@ class AutopsyAbort(CerebroError):
 
 class AutopsyFailure(CerebroError):
     """Raised in strict mode (``fail_on_error=True``) when a diagnostic or the autopsy failed."""
+
+
+class DiagnosticSkipped(CerebroError):
+    """Raised by a diagnostic that has nothing to measure on this model/data; recorded as ``skipped`` with the reason."""
 
 
 def suggest(value: object, choices: Iterable[str]) -> str:

@@ -26,7 +26,7 @@ from cerebro.config import parse_diagnostics
 from cerebro.diagnostics.base import Diagnostic
 from cerebro.engine.budget import default_budget_bytes
 from cerebro.engine.context import AutopsyContext, compute_outputs
-from cerebro.errors import AutopsyAbort, AutopsyFailure, CerebroConfigError, choice_error
+from cerebro.errors import AutopsyAbort, AutopsyFailure, CerebroConfigError, DiagnosticSkipped, choice_error
 from cerebro.model_source import CheckpointInfo, prepare_model, sha256_file
 from cerebro.report.html import write_html
 from cerebro.report.loggers import log_summary
@@ -134,6 +134,10 @@ def _run_one(diag: Diagnostic, ctx: AutopsyContext, writer: ReportWriter) -> dic
             if isinstance(ctx.observed.get(diag.name), BaseException):
                 raise ctx.observed.pop(diag.name)  # its hook failed during the shared forward pass
             diag.run(ctx, out)
+        except DiagnosticSkipped as why:
+            status, reason = "skipped", str(why)
+            writer.discard(out.artifacts)
+            out.artifacts = []
         except Exception as err:  # noqa: BLE001 - isolate every diagnostic; the reason is recorded
             status, reason = "failed", f"{type(err).__name__}: {err}"
             writer.discard(out.artifacts)  # partial files of a failed diagnostic would read as results

@@ -89,7 +89,7 @@ def test_calibration_keeps_the_fastest_size_and_caches_it(monkeypatch) -> None:
     monkeypatch.setattr(chunking, "time", clock)
     clear_cache()
     # throughput (points/s) peaks at 64 points per pass
-    cost = {16: 1.0, 32: 1.5, 64: 2.0, 128: 8.0, 256: 20.0}
+    cost = {4: 1.0, 8: 1.0, 16: 1.0, 32: 1.5, 64: 2.0, 128: 8.0, 256: 20.0}
     seen: list[int] = []
 
     def work(size: int) -> int:
@@ -102,8 +102,8 @@ def test_calibration_keeps_the_fastest_size_and_caches_it(monkeypatch) -> None:
     while done < 2000:
         size, _ = policy.run(2000 - done, work)
         done += size
-    assert seen[:4] == [16, 32, 64, 128]  # stops trying once throughput fell below 90% of the best
-    assert set(seen[4:]) <= {64} | {2000 - sum(seen[:-1])}
+    assert seen[:6] == [4, 8, 16, 32, 64, 128]  # stops trying once throughput fell below 90% of the best
+    assert set(seen[6:]) <= {64} | {2000 - sum(seen[:-1])}
     assert policy.chosen == 64
     again = ChunkPolicy(256, ("model", (3,), "cpu"), torch.device("cpu"))
     assert again.chosen == 64 and again.next_size(1000) == 64  # cached: no calibration the second time

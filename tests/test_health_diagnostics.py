@@ -541,3 +541,13 @@ def test_a_failing_activation_hook_fails_only_that_diagnostic(tmp_path, monkeypa
     assert d["activations"]["status"] == "failed" and "hook exploded" in d["activations"]["reason"]
     assert d["predictions"]["status"] == d["failure_modes"]["status"] == "ok"
     assert summary["status"] == "partial"
+
+
+def test_gradients_on_a_fully_frozen_model_is_skipped_with_the_reason(tmp_path):
+    model = _mlp()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    summary = autopsy(model, _data(), tmp_path, ["predictions", "gradients"])
+    rec = summary["diagnostics"]["gradients"]
+    assert rec["status"] == "skipped" and "no trainable parameters (4 frozen" in rec["reason"]
+    assert summary["status"] == "ok" and rec["artifacts"] == []

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from cerebro.diagnostics.base import Diagnostic
 from cerebro.engine.context import AutopsyContext, find_module_loss
+from cerebro.errors import DiagnosticSkipped
 from cerebro.registry import register_diagnostic
 from cerebro.report.figures import bar
 from cerebro.report.writer import DiagnosticOutput
@@ -83,6 +84,9 @@ class Gradients(Diagnostic):
         out.metric("loss_reduction", "sum" if self._sum_reduced else "mean")
         params = [(n, p) for n, p in ctx.model.named_parameters() if p.requires_grad]
         frozen = sum(1 for _, p in ctx.model.named_parameters() if not p.requires_grad)
+        if not params:
+            raise DiagnosticSkipped(f"no trainable parameters ({frozen} frozen with requires_grad=False): "
+                                    "no gradients to measure")
         for _, p in params:
             p.grad = None
         total_loss = torch.zeros((), device=ctx.device, dtype=torch.float64)  # summed on the device: no sync per chunk
