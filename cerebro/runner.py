@@ -26,6 +26,7 @@ from cerebro.config import parse_diagnostics
 from cerebro.diagnostics.base import Diagnostic
 from cerebro.engine.budget import default_budget_bytes
 from cerebro.engine.context import AutopsyContext, compute_outputs
+from cerebro.engine.distributed import SINGLE, Comm
 from cerebro.errors import AutopsyAbort, AutopsyFailure, CerebroConfigError, DiagnosticSkipped, choice_error
 from cerebro.model_source import CheckpointInfo, prepare_model, sha256_file
 from cerebro.report.html import write_html
@@ -162,6 +163,72 @@ def _status(records: dict[str, dict[str, Any]]) -> tuple[str, str | None]:
     return "partial", f"failed diagnostics: {failed}"
 
 
+def _prepare(model: nn.Module, data: Iterable[Any] | SampleSet, config: AutopsyConfig, checkpoint: CheckpointInfo,
+             device: torch.device, source: str, spill: str, summary: dict[str, Any], comm: Comm) -> AutopsyContext:
+    """Samples, the model copy, the target preflight and the shared forward pass: everything diagnostics share."""
+    samples = data if isinstance(data, SampleSet) else collect_samples(
+        data, config.max_samples, config.batch, config.sampling, config.seed, source, spill_dir=spill)
+    summary["samples"].update(available=samples.available, has_labels=samples.y is not None,
+                              metadata_fields=sorted(samples.metadata))
+    if samples.n == 0:
+        raise AutopsyAbort(
+            f"the {source} holds 0 samples (it yielded {samples.available or 0} samples), so there is nothing "
+            "to attribute: Captum would fail with 'index 0 is out of bounds for dimension 0 with size 0'. "
+            "Check that split's dataset, or pass a non-empty dataloader"
+        )
+    summary["n_samples"] = samples.n
+    summary["samples"]["input_shape"] = list(samples.input_shape)
+    if checkpoint.path is not None:
+        checkpoint.sha256 = sha256_file(checkpoint.path) if Path(checkpoint.path).is_file() else None
+        summary["checkpoint"] = checkpoint.to_dict()
+    work = prepare_model(model, checkpoint.path, device)
+    batch_size = config.batch_size or getattr(data, "batch_size", None) or 32
+    probe = samples.x[: min(2, samples.n)].to(device)
+    with torch.no_grad():
+        first = work(probe)
+    config.target.preflight(first, None if samples.y is None else samples.y[: probe.shape[0]])
+    observers, failed_hooks = [], {}
+    for diag in config.diagnostics:
+        try:
+            hooks = diag.observe_forward(work)
+        except Exception as err:  # noqa: BLE001 - recorded as that diagnostic's failure
+            hooks, failed_hooks[diag.name] = None, err
+        if hooks is not None:
+            observers.append((diag.name, hooks))
+    outputs, observed = compute_outputs(work, samples.x, batch_size, device, observers)
+    observed.update(failed_hooks)
+    config.target.preflight(outputs, samples.y)  # every label, not only the probe's
+    if not torch.isfinite(outputs).all():
+        summary.setdefault("warnings", []).append(
+            f"model outputs contain {int((~torch.isfinite(outputs)).sum())} non-finite values")
+    index = config.target.per_sample_index(outputs, samples.y)
+    budget = int(config.memory_budget_mb * 2**20) if config.memory_budget_mb else default_budget_bytes(device)
+    return AutopsyContext(model=work, target=config.target, samples=samples, device=device, batch_size=batch_size,
+                          outputs=outputs, index=None if index is None else index.cpu(), seed=config.seed,
+                          memory_budget=budget, observed=observed, comm=comm)
+
+
+def _diagnose(ctx: AutopsyContext, config: AutopsyConfig, writer: ReportWriter, summary: dict[str, Any]) -> None:
+    """Each diagnostic in isolation. Under DDP, attribution diagnostics run on every rank (each on its share of the
+    samples) and the others on rank 0 only; every rank takes the same decisions, so none waits for another."""
+    records: dict[str, dict[str, Any]] = summary["diagnostics"]
+    comm = ctx.comm
+    stopped_by = None
+    for diag in config.diagnostics:
+        if stopped_by is not None:
+            records[diag.name] = {"status": "skipped", "seconds": 0.0, "metrics": {}, "flags": [], "artifacts": [],
+                                  "reason": f"not run: strict mode stopped after {stopped_by!r} failed"}
+            continue
+        if comm.is_main or getattr(diag, "shardable", False):
+            records[diag.name] = _run_one(diag, ctx, writer)
+        if comm.is_main:
+            summary["status"], summary["reason"] = "partial", "autopsy in progress"
+            writer.write_summary(summary)
+        failed = comm.is_main and config.fail_on_error and records[diag.name]["status"] == "failed"
+        if any(comm.all_gather(failed)):
+            stopped_by = diag.name
+
+
 def execute(
     model: nn.Module,
     data: Iterable[Any] | SampleSet,
@@ -172,11 +239,16 @@ def execute(
     source: str = "dataloader",
     loggers: Sequence[Any] = (),
     step: int | None = None,
+    comm: Comm = SINGLE,
 ) -> dict[str, Any]:
-    """Run a validated autopsy and write the report; returns the summary dict (also ``summary.json``)."""
+    """Run a validated autopsy and write the report; returns the summary dict (also ``summary.json``).
+
+    Under DDP (``comm`` with several ranks) every rank calls this with the same samples; rank 0 writes the report.
+    """
     checkpoint = checkpoint or CheckpointInfo(source="live")
     device = device or resolve_device(None, model)
-    writer = ReportWriter(output_dir)
+    scratch = None if comm.is_main else tempfile.mkdtemp(prefix="cerebro-rank")
+    writer = ReportWriter(output_dir if scratch is None else scratch)
     t_start = time.perf_counter()
     summary: dict[str, Any] = {
         "cerebro_version": __version__,
@@ -185,6 +257,7 @@ def execute(
         "reason": None,
         "checkpoint": checkpoint.to_dict(),
         "device": str(device),
+        "world_size": comm.world,
         "n_samples": 0,
         "samples": {"source": source, "sampling": config.sampling, "max_samples": config.max_samples},
         "target": config.target.describe(),
@@ -192,84 +265,40 @@ def execute(
         "diagnostics": {},
         "versions": _versions(),
     }
-    records: dict[str, dict[str, Any]] = summary["diagnostics"]
-    spill = None
-    observed_errors: dict[str, BaseException] = {}
+    spill = tempfile.mkdtemp(prefix=".samples-", dir=writer.root)
     try:
         # Hooks at the end of trainer.test/validate run under inference_mode: leave it before touching tensors.
         with torch.inference_mode(False), torch.enable_grad():
-            spill = tempfile.mkdtemp(prefix=".samples-", dir=writer.root)
-            samples = data if isinstance(data, SampleSet) else collect_samples(
-                data, config.max_samples, config.batch, config.sampling, config.seed, source, spill_dir=spill)
-            summary["samples"].update(available=samples.available, has_labels=samples.y is not None,
-                                      metadata_fields=sorted(samples.metadata))
-            if samples.n == 0:
-                raise AutopsyAbort(
-                    f"the {source} holds 0 samples (it yielded {samples.available or 0} samples), so there is nothing "
-                    "to attribute: Captum would fail with 'index 0 is out of bounds for dimension 0 with size 0'. "
-                    "Check that split's dataset, or pass a non-empty dataloader"
-                )
-            summary["n_samples"] = samples.n
-            summary["samples"]["input_shape"] = list(samples.input_shape)
-            if checkpoint.path is not None:
-                checkpoint.sha256 = sha256_file(checkpoint.path) if Path(checkpoint.path).is_file() else None
-                summary["checkpoint"] = checkpoint.to_dict()
-            work = prepare_model(model, checkpoint.path, device)
-            batch_size = config.batch_size or getattr(data, "batch_size", None) or 32
-            probe = samples.x[: min(2, samples.n)].to(device)
-            with torch.no_grad():
-                first = work(probe)
-            config.target.preflight(first, None if samples.y is None else samples.y[: probe.shape[0]])
-            observers = []
-            for diag in config.diagnostics:
-                try:
-                    hooks = diag.observe_forward(work)
-                except Exception as err:  # noqa: BLE001 - recorded as that diagnostic's failure
-                    hooks, observed_errors[diag.name] = None, err
-                if hooks is not None:
-                    observers.append((diag.name, hooks))
-            outputs, observed = compute_outputs(work, samples.x, batch_size, device, observers)
-            observed.update(observed_errors)
-            config.target.preflight(outputs, samples.y)  # every label, not only the probe's
-            if not torch.isfinite(outputs).all():
-                summary.setdefault("warnings", []).append(
-                    f"model outputs contain {int((~torch.isfinite(outputs)).sum())} non-finite values")
-            index = config.target.per_sample_index(outputs, samples.y)
-            budget = int(config.memory_budget_mb * 2**20) if config.memory_budget_mb else default_budget_bytes(device)
-            ctx = AutopsyContext(model=work, target=config.target, samples=samples, device=device,
-                                 batch_size=batch_size, outputs=outputs,
-                                 index=None if index is None else index.cpu(), seed=config.seed, memory_budget=budget,
-                                 observed=observed)
-            stopped_by = None
-            for diag in config.diagnostics:
-                if stopped_by is not None:
-                    records[diag.name] = {"status": "skipped", "seconds": 0.0, "metrics": {}, "flags": [],
-                                          "artifacts": [], "reason": f"not run: strict mode stopped after "
-                                                                     f"{stopped_by!r} failed"}
-                    continue
-                records[diag.name] = _run_one(diag, ctx, writer)
-                summary["status"], summary["reason"] = "partial", "autopsy in progress"
-                writer.write_summary(summary)
-                if config.fail_on_error and records[diag.name]["status"] == "failed":
-                    stopped_by = diag.name
-            summary["status"], summary["reason"] = _status(records)
-    except (AutopsyAbort, CerebroConfigError) as err:
-        summary["status"], summary["reason"] = "failed", str(err)
-    except Exception as err:  # noqa: BLE001 - the autopsy never breaks the caller unless strict
-        summary["status"], summary["reason"] = "failed", f"{type(err).__name__}: {err}"
-        writer.write_text("autopsy.traceback.txt", traceback.format_exc())
+            ctx, error = None, None
+            try:
+                ctx = _prepare(model, data, config, checkpoint, device, source, spill, summary, comm)
+            except (AutopsyAbort, CerebroConfigError) as err:
+                error = str(err)
+            except Exception as err:  # noqa: BLE001 - the autopsy never breaks the caller unless strict
+                error = f"{type(err).__name__}: {err}"
+                writer.write_text("autopsy.traceback.txt", traceback.format_exc())
+            error = comm.first_error(error)  # every rank stops if any rank cannot go on
+            if error is None:
+                assert ctx is not None
+                _diagnose(ctx, config, writer, summary)
+                summary["status"], summary["reason"] = _status(summary["diagnostics"])
+            else:
+                summary["status"], summary["reason"] = "failed", error
     finally:
-        if spill is not None:
-            shutil.rmtree(spill, ignore_errors=True)
+        shutil.rmtree(spill, ignore_errors=True)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     summary["seconds"] = round(time.perf_counter() - t_start, 4)
-    writer.write_summary(summary)
-    write_html(writer, summary)
-    log_summary(loggers, summary, step)
+    if comm.is_main:
+        writer.write_summary(summary)
+        write_html(writer, summary)
+        log_summary(loggers, summary, step)
     if summary["status"] != "ok":
-        msg = f"cerebro autopsy {summary['status']}: {summary['reason']} (report: {writer.root})"
+        msg = f"cerebro autopsy {summary['status']}: {summary['reason']} (report: {Path(output_dir)})"
         if config.fail_on_error:
             raise AutopsyFailure(msg)
-        log.warning(msg)
+        if comm.is_main:
+            log.warning(msg)
     return summary
 
 

@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any, Optional
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from cerebro.diagnostics.base import Diagnostic
+from cerebro.diagnostics.attribution import AttributionDiagnostic
 from cerebro.engine.attribution import MapStats, summarize_maps
 from cerebro.engine.budget import points_per_pass
 from cerebro.engine.chunking import ChunkPolicy
 from cerebro.engine.context import AutopsyContext
-from cerebro.engine.integrated import integrated_gradients
+from cerebro.engine.integrated import START_STEPS, integrated_gradients
 from cerebro.errors import CerebroConfigError, choice_error
 from cerebro.registry import register_diagnostic
 from cerebro.report.writer import DiagnosticOutput
@@ -74,7 +75,7 @@ def make_baseline(spec: str, x: Any, chunk: int = 256) -> Tensor:
 
 
 @register_diagnostic("integrated_gradients")
-class IntegratedGradients(Diagnostic):
+class IntegratedGradients(AttributionDiagnostic):
     """Integrated Gradients for every sample, with per-sample convergence deltas; ``n_steps: auto`` adapts."""
 
     Options = IntegratedGradientsOptions
@@ -91,48 +92,47 @@ class IntegratedGradients(Diagnostic):
         if self.options.autocast not in (None, *AUTOCAST):
             raise choice_error("integrated_gradients.autocast", self.options.autocast, [None, *AUTOCAST])
 
-    def run(self, ctx: AutopsyContext, out: DiagnosticOutput) -> None:
+    def start(self, ctx: AutopsyContext, out: DiagnosticOutput) -> dict[str, Any]:
         o = self.options
-        shape = tuple(ctx.samples.input_shape)
-        adaptive = o.n_steps == "auto"
-        baseline = make_baseline(o.baseline, ctx.samples.x)
         limit = o.internal_batch_size or points_per_pass(ctx.model, ctx.x(slice(0, 1)), ctx.memory_budget)
-        key = (type(ctx.model).__qualname__, shape, str(ctx.device), o.autocast)
-        policy = ChunkPolicy(limit, key, ctx.device, fixed=o.internal_batch_size)
+        key = (type(ctx.model).__qualname__, tuple(ctx.samples.input_shape), str(ctx.device), o.autocast)
         amp = AUTOCAST.get(o.autocast) if ctx.device.type == "cuda" else None
         if o.autocast and amp is None:
             out.flag(f"autocast {o.autocast} ignored on {ctx.device.type}: attribution passes ran in float32")
-        attributions = out.row_writer("attributions", (ctx.n, *shape))
-        deltas, gaps, steps = (np.zeros(ctx.n), np.zeros(ctx.n), np.zeros(ctx.n, dtype=np.int64))
-        stats = MapStats()
-        evaluations = 0
-        try:
-            for sl in ctx.chunks(max(ctx.batch_size, 64)):
-                x = ctx.x(sl)
-                base = (baseline if baseline.shape[0] == 1 else baseline[sl]).to(ctx.device).expand_as(x)
-                index = None if ctx.index is None else ctx.index[sl].to(ctx.device)
-                res = integrated_gradients(ctx.forward, x, base, index, None if adaptive else o.n_steps, o.method,
-                                           policy, tolerance=o.delta_tolerance, max_steps=o.max_steps, autocast=amp)
-                block = res.attributions.cpu().numpy()
-                attributions.write(block)
-                stats.update(block)
-                deltas[sl] = res.delta.double().cpu().numpy()
-                gaps[sl] = res.gap.double().cpu().numpy()
-                steps[sl] = res.steps.cpu().numpy()
-                evaluations += res.evaluations
-        finally:
-            attributions.close()
-        out.array("indices", ctx.samples.indices)
+        return {"baseline": make_baseline(o.baseline, ctx.samples.x), "amp": amp,
+                "policy": ChunkPolicy(limit, key, ctx.device, fixed=o.internal_batch_size), "evaluations": 0}
+
+    def blocks(self, ctx: AutopsyContext, state: dict[str, Any], samples: slice
+               ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        o, baseline = self.options, state["baseline"]
+        block = max(ctx.batch_size, 64)
+        for start in range(samples.start, samples.stop, block):
+            sl = slice(start, min(start + block, samples.stop))
+            x = ctx.x(sl)
+            base = (baseline if baseline.shape[0] == 1 else baseline[sl]).to(ctx.device).expand_as(x)
+            index = None if ctx.index is None else ctx.index[sl].to(ctx.device)
+            res = integrated_gradients(ctx.forward, x, base, index, None if o.n_steps == "auto" else o.n_steps,
+                                       o.method, state["policy"], tolerance=o.delta_tolerance, max_steps=o.max_steps,
+                                       autocast=state["amp"])
+            yield sl.start, {"attributions": res.attributions.cpu().numpy(),
+                             "convergence_delta": res.delta.double().cpu().numpy(),
+                             "gap": res.gap.double().cpu().numpy(), "steps": res.steps.cpu().numpy()}
+
+    def finish(self, ctx: AutopsyContext, out: DiagnosticOutput, state: dict[str, Any],
+               arrays: dict[str, np.ndarray], stats: MapStats, map_shape: tuple[int, ...]) -> None:
+        o = self.options
+        deltas, gaps, steps = arrays["convergence_delta"], arrays["gap"], arrays["steps"]
         out.array("convergence_delta", deltas)
         out.array("steps", steps)
         rel = np.abs(deltas) / np.maximum(np.abs(gaps), 1e-12)
-        out.metric("n_steps", "auto" if adaptive else o.n_steps)
+        adaptive = o.n_steps == "auto"
+        out.metric("n_steps", o.n_steps)
         out.metric("steps_max", int(steps.max()))
         out.metric("steps_mean", float(steps.mean()))
-        out.metric("evaluations", evaluations)
+        out.metric("evaluations", int(_evaluations(steps, adaptive, o.n_steps)))
         out.metric("method", o.method)
-        out.metric("autocast", o.autocast if amp is not None else None)
-        for k, v in policy.describe().items():
+        out.metric("autocast", o.autocast if state["amp"] is not None else None)
+        for k, v in state["policy"].describe().items():
             out.metric(k, v)
         out.metric("mean_abs_delta", float(np.mean(np.abs(deltas))))
         out.metric("max_abs_delta", float(np.max(np.abs(deltas))))
@@ -147,4 +147,11 @@ class IntegratedGradients(Diagnostic):
             out.flag(reason)
         mean_abs = stats.mean_abs()
         out.array("mean_abs_attribution", mean_abs)
-        summarize_maps(out, mean_abs, shape, "integrated gradients")
+        summarize_maps(out, mean_abs, tuple(ctx.samples.input_shape), "integrated gradients")
+
+
+def _evaluations(steps: np.ndarray, adaptive: bool, n_steps: Any) -> int:
+    """Forward+backward evaluations: adaptive runs spent every level they went through (16, 32, ... final)."""
+    if not adaptive:
+        return int(steps.size * n_steps)
+    return int(sum(2 * int(s) - START_STEPS for s in steps))

@@ -6,14 +6,16 @@ Selvaraju et al., "Grad-CAM: Visual Explanations from Deep Networks via Gradient
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from captum.attr import LayerAttribution, LayerGradCam as CaptumLayerGradCam
 from torch import Tensor, nn
 
-from cerebro.diagnostics.base import Diagnostic
+from cerebro.diagnostics.attribution import AttributionDiagnostic
 from cerebro.engine.attribution import MapStats, summarize_maps
 from cerebro.engine.budget import points_per_pass
 from cerebro.engine.context import AutopsyContext
@@ -65,7 +67,7 @@ def map_onto_input(cam: Tensor, input_shape: tuple[int, ...]) -> Tensor:
 
 
 @register_diagnostic("layer_gradcam")
-class LayerGradCam(Diagnostic):
+class LayerGradCam(AttributionDiagnostic):
     """Grad-CAM maps of the chosen layer for every sample, as ``(N, 1, *spatial)`` on the input's grid."""
 
     Options = LayerGradCamOptions
@@ -103,35 +105,29 @@ class LayerGradCam(Diagnostic):
                 f"(B, C, H, W) or (B, C, D, H, W)); candidates: {conv_layers(ctx.model)}"
             )
 
-    def run(self, ctx: AutopsyContext, out: DiagnosticOutput) -> None:
+    def start(self, ctx: AutopsyContext, out: DiagnosticOutput) -> dict[str, Any]:
         name, layer = self._layer(ctx.model)
         self._check_spatial(ctx, name, layer)
-        gc = CaptumLayerGradCam(ctx.forward, layer)
         per_call = max(1, min(ctx.batch_size, points_per_pass(ctx.model, ctx.x(slice(0, 1)), ctx.memory_budget)))
-        input_shape = ctx.samples.input_shape
-        attrs = None
-        raw_shape = None
-        stats = MapStats()
-        try:
-            for sl in ctx.chunks(per_call):
-                cam = gc.attribute(ctx.x(sl), additional_forward_args=ctx.forward_args(sl),
-                                   relu_attributions=self.options.relu, attr_dim_summation=True)
-                raw_shape = raw_shape or tuple(cam.shape[1:])
-                block = map_onto_input(cam.detach().float(), input_shape).cpu().numpy()
-                if attrs is None:
-                    attrs = out.row_writer("attributions", (ctx.n, *block.shape[1:]))
-                attrs.write(block)
-                stats.update(block)
-        finally:
-            if attrs is not None:
-                attrs.close()
-        assert attrs is not None
-        out.array("indices", ctx.samples.indices)
+        return {"name": name, "gradcam": CaptumLayerGradCam(ctx.forward, layer), "per_call": per_call}
+
+    def blocks(self, ctx: AutopsyContext, state: dict[str, Any], samples: slice
+               ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        for start in range(samples.start, samples.stop, state["per_call"]):
+            sl = slice(start, min(start + state["per_call"], samples.stop))
+            cam = state["gradcam"].attribute(ctx.x(sl), additional_forward_args=ctx.forward_args(sl),
+                                             relu_attributions=self.options.relu, attr_dim_summation=True)
+            state.setdefault("raw_shape", tuple(cam.shape[1:]))
+            yield sl.start, {"attributions": map_onto_input(cam.detach().float(), ctx.samples.input_shape).cpu().numpy()}
+
+    def finish(self, ctx: AutopsyContext, out: DiagnosticOutput, state: dict[str, Any],
+               arrays: dict[str, np.ndarray], stats: MapStats, map_shape: tuple[int, ...]) -> None:
+        name = state["name"]
         out.metric("layer", name)
-        out.metric("layer_map_shape", raw_shape)
-        out.metric("map_shape", attrs.shape[1:])
+        out.metric("layer_map_shape", state.get("raw_shape"))
+        out.metric("map_shape", map_shape)
         for reason in stats.reasons():
             out.flag(f"{reason} (layer {name})")
         mean_abs = stats.mean_abs()
         out.array("mean_abs_attribution", mean_abs)
-        summarize_maps(out, mean_abs[0], input_shape, "Grad-CAM")
+        summarize_maps(out, mean_abs[0], ctx.samples.input_shape, "Grad-CAM")

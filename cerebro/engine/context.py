@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from cerebro.engine.budget import chunks
+from cerebro.engine.distributed import SINGLE, Comm
 from cerebro.engine.hooks import forward_hooks
 from cerebro.samples import SampleSet
 from cerebro.targets import ScalarForward, TargetAdapter
@@ -65,6 +66,8 @@ class AutopsyContext:
     extras: dict[str, Any] = field(default_factory=dict)
     #: Diagnostics whose :meth:`~cerebro.Diagnostic.observe_forward` hooks saw the shared pass (or their error).
     observed: dict[str, Any] = field(default_factory=dict)
+    #: Ranks of a DDP autopsy (a single process by default).
+    comm: Comm = SINGLE
 
     def __post_init__(self) -> None:
         self.forward = ScalarForward(self.model, self.target)

@@ -19,7 +19,10 @@ from torch import Tensor
 
 from cerebro.engine.chunking import ChunkPolicy
 
-__all__ = ["IGResult", "integrated_gradients"]
+__all__ = ["IGResult", "integrated_gradients", "START_STEPS"]
+
+#: First level of adaptive IG (``n_steps=None``); each level doubles it.
+START_STEPS = 16
 
 
 @dataclass
@@ -68,7 +71,7 @@ def _scores(forward: Callable[..., Tensor], x: Tensor, index: Tensor | None) -> 
 
 def integrated_gradients(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Tensor | None,
                          n_steps: int | None, method: str, policy: ChunkPolicy, tolerance: float = 0.01,
-                         max_steps: int = 1024, start_steps: int = 16, autocast: torch.dtype | None = None) -> IGResult:
+                         max_steps: int = 1024, start_steps: int = START_STEPS, autocast: torch.dtype | None = None) -> IGResult:
     """Integrated Gradients of ``forward`` for the samples ``x`` against ``base`` (same shape).
 
     ``n_steps=None`` is adaptive: start at ``start_steps`` and double, for the samples not yet converged only,
