@@ -12,7 +12,9 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
+from torch.utils.data import DataLoader, DistributedSampler
 
+from cerebro.engine.distributed import Comm
 from cerebro.errors import AutopsyFailure, CerebroConfigError, choice_error
 from cerebro.model_source import CHECKPOINT_CHOICES, resolve_checkpoint
 from cerebro.runner import build_config, execute, resolve_device
@@ -32,6 +34,15 @@ def _first(loader: Any) -> Any:
         return loader[0] if loader else None
     if isinstance(loader, Mapping):
         return next(iter(loader.values()), None)
+    return loader
+
+
+def _undistributed(loader: Any) -> Any:
+    """The same samples on every rank: a DataLoader whose DistributedSampler Lightning added is rebuilt without it,
+    in order, so ranks agree on the sample set and then split it among themselves without duplicates."""
+    if isinstance(loader, DataLoader) and isinstance(loader.sampler, DistributedSampler):
+        return DataLoader(loader.dataset, batch_size=loader.batch_size or 1, collate_fn=loader.collate_fn,
+                          num_workers=0, shuffle=False)
     return loader
 
 
@@ -165,7 +176,9 @@ class ModelAutopsy(Callback):
         return root if stage == self.run_on[0] else root.with_name(f"{root.name}_{stage}")
 
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if not trainer.is_global_zero:
+        # Under DDP every rank takes part (each computes its share of the attributions; rank 0 writes the report).
+        comm = Comm.current()
+        if comm.world == 1 and not trainer.is_global_zero:
             return
         out = self._output_dir(trainer, stage)
         try:
@@ -175,9 +188,11 @@ class ModelAutopsy(Callback):
             loader, source = self._loader(trainer, pl_module)
             if loader is None:
                 loader, source = [], f"{self.split} split (the Trainer, datamodule and module provide no such dataloader)"
+            elif comm.world > 1:
+                loader = _undistributed(loader)
             device = resolve_device(self.device) if self.device is not None else (self._train_device or pl_module.device)
             summary = execute(pl_module, loader, self.config, out, info, device, source=source,
-                              loggers=trainer.loggers, step=trainer.global_step)
+                              loggers=trainer.loggers, step=trainer.global_step, comm=comm)
         except AutopsyFailure:
             raise
         except Exception as err:  # noqa: BLE001 - never break the user's run unless strict

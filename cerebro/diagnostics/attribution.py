@@ -57,6 +57,7 @@ class AttributionDiagnostic(Diagnostic):
         small: dict[str, np.ndarray] = {}
         stats = MapStats()
         failures: list[str] = []
+        rows_per_rank = [0] * comm.world
         source = self.blocks(ctx, state, comm.my_slice(ctx.n))
         finished = False
         try:
@@ -82,6 +83,7 @@ class AttributionDiagnostic(Diagnostic):
                             if writer is None:
                                 writer = out.row_writer("attributions", (ctx.n, *block.shape[1:]))
                             writer.write(block, start=start)
+                            rows_per_rank[rank] += block.shape[0]
                             stats.update(block)
                             for key, values in arrays.items():
                                 small.setdefault(key, np.zeros(ctx.n, dtype=values.dtype))[start : start + len(values)] = values
@@ -96,4 +98,6 @@ class AttributionDiagnostic(Diagnostic):
             raise RuntimeError("; ".join(failures))
         assert writer is not None
         out.array("indices", ctx.samples.indices)
+        if comm.world > 1:
+            out.metric("samples_per_rank", rows_per_rank)
         self.finish(ctx, out, state, small, stats, writer.shape[1:])
