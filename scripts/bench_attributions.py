@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from captum.attr import IntegratedGradients as CaptumIG
 from torch.utils.data import DataLoader, TensorDataset
@@ -73,49 +77,114 @@ def cerebro_ig(model, x, n_steps: int, out: Path, device: torch.device, autocast
     return rec["seconds"], rec["metrics"]
 
 
+def variant(name: str, n: int, steps: int, device_name: str, out: str) -> dict:
+    """One variant in this (fresh) process: seconds, peak RSS, and the attributions saved to ``out``."""
+    device = torch.device(device_name)
+    torch.manual_seed(0)
+    model = EEGNeX().eval().to(device)
+    x = torch.randn(n, 129, 200, device=device)
+    extra = {}
+    if name == "a":
+        with tempfile.TemporaryDirectory() as tmp:
+            seconds, metrics = cerebro_ig(model, x, steps, Path(tmp), device, None)
+            attr = np.load(Path(tmp) / "arrays/integrated_gradients/attributions.npy")
+        extra["chunk"] = metrics["chunk_points"]
+    elif name in ("b", "c"):
+        batch, internal = (32, 32 * steps) if name == "b" else (4, 4)
+        seconds, ref = timed(lambda: captum_per_batch(model, x, steps, batch, internal), device)
+        attr = ref.detach().cpu().numpy()
+    else:
+        seconds, extra["chunk"] = best_floor(model, x, steps, device)
+        attr = None
+    if attr is not None:
+        np.save(out, attr)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**20
+    return {"seconds": seconds, "peak_mb": peak, **extra}
+
+
+VARIANTS = {"a": "a cerebro", "b": "b captum, per batch of 32", "c": "c seed loop (batch 4, ibs 4)",
+            "d": "d floor: torch fwd+bwd"}
+
+
+def run_variant(name: str, n: int, steps: int, device: str, out: str, limit_gb: float) -> dict:
+    """Run a variant in a subprocess capped at ``limit_gb`` of address space (on CPU), so that a variant that
+    needs more memory than the machine has is reported as out of memory instead of taking the machine down."""
+    cmd = [sys.executable, __file__, "--variant", name, "--samples", str(n), "--n-steps", str(steps), "--device",
+           device, "--out", out, "--limit-gb", str(limit_gb)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["?"])[-1]
+        return {"error": "out of memory" if "memory" in done.stderr.lower() or done.returncode < 0 else tail}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--samples", type=int, default=64)
     ap.add_argument("--n-steps", type=int, default=50)
     ap.add_argument("--quick", action="store_true", help="16 samples")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--autocast", choices=["bf16", "fp16"], default=None)
+    ap.add_argument("--autocast", choices=["bf16", "fp16"], default=None, help="on CUDA: only this mode (default both)")
+    ap.add_argument("--limit-gb", type=float, default=16.0, help="address-space cap of each CPU variant")
     ap.add_argument("--skip-autopsy", action="store_true")
     ap.add_argument("--skip-adaptive", action="store_true")
+    ap.add_argument("--variant", choices=list(VARIANTS), help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.variant:
+        if args.device == "cpu":
+            cap = int(args.limit_gb * 2**30)
+            resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+        print(json.dumps(variant(args.variant, args.samples, args.n_steps, args.device, args.out)))
+        return
     n = 16 if args.quick else args.samples
-    device = torch.device(args.device)
-    torch.manual_seed(0)
-    model = EEGNeX().eval().to(device)
-    x = torch.randn(n, 129, 200, device=device)
     steps = args.n_steps
-    print(f"device {device} ({torch.get_num_threads()} threads), {n} samples of 129 x 200, IG n_steps={steps}, "
-          f"{n * steps} interpolation points\n")
-    rows = {}
+    device = torch.device(args.device)
+    print(f"device {device} ({torch.get_num_threads()} threads), {n} samples of 129 x 200, EEGNeX, IG n_steps={steps}, "
+          f"{n * steps} interpolation points; each variant in a fresh process capped at {args.limit_gb:g} GB\n")
+    print(f"{'variant':32s} {'seconds':>9s} {'x / a':>7s} {'peak MB':>9s}", flush=True)
+    rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        rows["a cerebro"], metrics = cerebro_ig(model, x, steps, Path(tmp) / "a", device, None)
-        ours = torch.from_numpy(__import__("numpy").load(Path(tmp) / "a/arrays/integrated_gradients/attributions.npy"))
-    rows["b captum, per batch of 32"], ref = timed(lambda: captum_per_batch(model, x, steps, 32, 32 * steps), device)
-    rows["c seed loop (batch 4, ibs 4)"], _ = timed(lambda: captum_per_batch(model, x, steps, 4, 4), device)
-    rows["d floor: torch fwd+bwd"], best = best_floor(model, x, steps, device)
-    a = rows["a cerebro"]
-    print(f"{'variant':32s} {'seconds':>9s} {'x / a':>7s}")
-    for name, sec in rows.items():
-        print(f"{name:32s} {sec:9.2f} {sec / a:7.2f}")
-    diff = float((ours - ref.detach().cpu()).abs().max())
-    print(f"\na/d = {a / rows['d floor: torch fwd+bwd']:.3f} (target <= 1.10), b/a = {rows['b captum, per batch of 32'] / a:.3f}"
-          f" (target >= 1.3); cerebro chunk {metrics['chunk_points']} points, floor's best chunk {best}")
-    print(f"max |cerebro - captum| = {diff:.2e} (target <= 1e-5)")
-    if args.autocast and device.type == "cuda":
-        with tempfile.TemporaryDirectory() as tmp:
-            t_amp, _ = cerebro_ig(model, x, steps, Path(tmp) / "amp", device, args.autocast)
-            amp = torch.from_numpy(__import__("numpy").load(Path(tmp) / "amp/arrays/integrated_gradients/attributions.npy"))
-        rel = float((amp - ours).norm() / ours.norm())
-        print(f"autocast {args.autocast}: {t_amp:.2f} s ({a / t_amp:.2f}x faster), relative L2 error {rel:.2e}")
-    if not args.skip_autopsy:
-        whole_autopsy(model, x, steps, device)
-    if not args.skip_adaptive:
-        adaptive(device)
+        for key, label in VARIANTS.items():
+            rows[key] = r = run_variant(key, n, steps, args.device, f"{tmp}/{key}.npy", args.limit_gb)
+            a = rows["a"].get("seconds", float("nan"))
+            if "error" in r:
+                print(f"{label:32s} {r['error']}", flush=True)
+            else:
+                print(f"{label:32s} {r['seconds']:9.2f} {r['seconds'] / a:7.2f} {r['peak_mb']:9.0f}", flush=True)
+        ours = np.load(f"{tmp}/a.npy")
+        refs = {k: np.load(f"{tmp}/{k}.npy") for k in ("b", "c") if "error" not in rows[k]}
+    a, d = rows["a"]["seconds"], rows["d"]["seconds"]
+    print(f"\na/d = {a / d:.3f} (target <= 1.10); cerebro chunk {rows['a']['chunk']} points, floor's best chunk "
+          f"{rows['d']['chunk']}")
+    for k in ("b", "c"):
+        if "error" in rows[k]:
+            print(f"{k}/a: {VARIANTS[k]} did not finish: {rows[k]['error']} (cerebro's peak: {rows['a']['peak_mb']:.0f} MB)")
+        else:
+            print(f"{k}/a = {rows[k]['seconds'] / a:.3f}" + (" (target >= 1.3)" if k == "b" else ""))
+    for k, ref in refs.items():
+        print(f"max |cerebro - {VARIANTS[k].split(',')[0][2:]}| = {float(np.abs(ours - ref).max()):.2e} (target <= 1e-5)")
+    if device.type == "cuda":
+        torch.manual_seed(0)
+        model = EEGNeX().eval().to(device)
+        x = torch.randn(n, 129, 200, device=device)
+        for mode in [args.autocast] if args.autocast else ["bf16", "fp16"]:
+            with tempfile.TemporaryDirectory() as tmp:
+                t_amp, _ = cerebro_ig(model, x, steps, Path(tmp) / "amp", device, mode)
+                amp = np.load(Path(tmp) / "amp/arrays/integrated_gradients/attributions.npy")
+            rel = float(np.linalg.norm(amp - ours) / np.linalg.norm(ours))
+            print(f"a cerebro, autocast {mode}: {t_amp:.2f} s ({a / t_amp:.2f}x faster than float32), "
+                  f"relative L2 error of the attributions {rel:.2e}")
+    if not args.skip_autopsy or not args.skip_adaptive:
+        torch.manual_seed(0)
+        model = EEGNeX().eval().to(device)
+        x = torch.randn(n, 129, 200, device=device)
+        if not args.skip_autopsy:
+            whole_autopsy(model, x, steps, device)
+        if not args.skip_adaptive:
+            adaptive(device)
 
 
 def whole_autopsy(model, x, steps: int, device: torch.device) -> None:  # noqa: ANN001
