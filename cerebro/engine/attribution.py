@@ -7,7 +7,7 @@ import numpy as np
 from cerebro.report.figures import bar, heatmap, line
 from cerebro.report.writer import DiagnosticOutput
 
-__all__ = ["MapStats", "degenerate_reasons", "summarize_maps"]
+__all__ = ["MapStats", "summarize_maps"]
 
 
 class MapStats:
@@ -46,13 +46,6 @@ class MapStats:
         if self.zero_samples:
             return [f"degenerate map: {self.zero_samples} samples have an all-zero map"]
         return []
-
-
-def degenerate_reasons(maps: np.ndarray) -> list[str]:
-    """:meth:`MapStats.reasons` of maps held in memory."""
-    stats = MapStats()
-    stats.update(maps)
-    return stats.reasons()
 
 
 def summarize_maps(out: DiagnosticOutput, mean_abs: np.ndarray, input_shape: tuple[int, ...], what: str) -> None:

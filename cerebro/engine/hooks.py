@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from cerebro.errors import CerebroConfigError, suggest
 
-__all__ = ["forward_hooks", "leaf_modules", "find_module", "hook_count"]
+__all__ = ["forward_hooks", "leaf_modules", "find_module", "tensor_output"]
 
 
 @contextmanager
@@ -32,15 +32,6 @@ def leaf_modules(model: nn.Module) -> dict[str, nn.Module]:
     """Named modules without children (the layers that compute), excluding the root of a one-layer model."""
     leaves = {n: m for n, m in model.named_modules() if n and not any(True for _ in m.children())}
     return leaves or {"": model}
-
-
-def hook_count(model: nn.Module) -> int:
-    """Total number of hooks registered on the model's modules (forward, pre-forward, backward)."""
-    total = 0
-    for m in model.modules():
-        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks"):
-            total += len(getattr(m, attr, {}) or {})
-    return total
 
 
 def find_module(model: nn.Module, name: str, candidates: list[str] | None = None) -> nn.Module:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["RowWriter", "RowTensor", "read_rows"]
+__all__ = ["RowWriter", "RowTensor"]
 
 
 def _header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
@@ -27,11 +27,6 @@ def _header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
         if fortran:
             raise ValueError(f"{path}: Fortran-ordered arrays are not supported")
         return tuple(shape), dtype, f.tell()
-
-
-def read_rows(path: str | os.PathLike[str], start: int, stop: int) -> np.ndarray:
-    """Rows ``start:stop`` of a C-ordered ``.npy`` file, read with one seek and one read."""
-    return RowTensor(path)[start:stop].numpy()
 
 
 class RowWriter:
