@@ -193,3 +193,22 @@ def test_autopsy_leaves_no_spill_files(tmp_path, monkeypatch) -> None:
                       ["predictions", {"integrated_gradients": {"n_steps": 4}}])
     assert summary["status"] == "ok"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".samples-")]
+
+
+def test_oom_in_gradcam_halves_and_recovers(tmp_path, monkeypatch) -> None:
+    model = TinyConv1d(n_chans=4, n_times=32)
+    x = torch.randn(12, 4, 32)
+    ref = autopsy(model, (x,), tmp_path / "ref", ["layer_gradcam"], batch_size=12)
+    real_forward = ScalarForward.forward
+
+    def flaky(self, inp, index=None):  # noqa: ANN001, ANN202
+        if torch.is_grad_enabled() and inp.shape[0] > 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_forward(self, inp, index)
+
+    monkeypatch.setattr(ScalarForward, "forward", flaky)
+    summary = autopsy(model, (x,), tmp_path / "oom", ["layer_gradcam"], batch_size=12)
+    assert summary["diagnostics"]["layer_gradcam"]["status"] == "ok"
+    np.testing.assert_allclose(load_array(tmp_path / "oom", "layer_gradcam", "attributions"),
+                               load_array(tmp_path / "ref", "layer_gradcam", "attributions"), atol=1e-6)
+    assert ref["diagnostics"]["layer_gradcam"]["status"] == "ok"

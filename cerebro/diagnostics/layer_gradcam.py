@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from cerebro.diagnostics.attribution import AttributionDiagnostic
 from cerebro.engine.attribution import MapStats, summarize_maps
 from cerebro.engine.budget import points_per_pass
+from cerebro.engine.chunking import ChunkPolicy
 from cerebro.engine.context import AutopsyContext
 from cerebro.engine.hooks import find_module, forward_hooks, tensor_output
 from cerebro.errors import CerebroConfigError
@@ -113,12 +114,18 @@ class LayerGradCam(AttributionDiagnostic):
 
     def blocks(self, ctx: AutopsyContext, state: dict[str, Any], samples: slice
                ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-        for start in range(samples.start, samples.stop, state["per_call"]):
-            sl = slice(start, min(start + state["per_call"], samples.stop))
-            cam = state["gradcam"].attribute(ctx.x(sl), additional_forward_args=ctx.forward_args(sl),
-                                             relu_attributions=self.options.relu, attr_dim_summation=True)
+        policy = ChunkPolicy(state["per_call"], None, ctx.device, fixed=state["per_call"])  # halves on CUDA OOM
+        start = samples.start
+        while start < samples.stop:
+            def one(size: int, first: int = start) -> Tensor:
+                sl = slice(first, first + size)
+                return state["gradcam"].attribute(ctx.x(sl), additional_forward_args=ctx.forward_args(sl),
+                                                  relu_attributions=self.options.relu, attr_dim_summation=True)
+
+            size, cam = policy.run(samples.stop - start, one)
             state.setdefault("raw_shape", tuple(cam.shape[1:]))
-            yield sl.start, {"attributions": map_onto_input(cam.detach().float(), ctx.samples.input_shape).cpu().numpy()}
+            yield start, {"attributions": map_onto_input(cam.detach().float(), ctx.samples.input_shape).cpu().numpy()}
+            start += size
 
     def finish(self, ctx: AutopsyContext, out: DiagnosticOutput, state: dict[str, Any],
                arrays: dict[str, np.ndarray], stats: MapStats, map_shape: tuple[int, ...]) -> None:
