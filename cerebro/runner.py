@@ -89,15 +89,16 @@ def build_config(
         raise CerebroConfigError(f"`fail_on_error` must be a bool, got {fail_on_error!r}")
     if memory_budget_mb is not None and (isinstance(memory_budget_mb, bool) or not memory_budget_mb > 0):
         raise CerebroConfigError(f"`memory_budget_mb` must be a positive number or None, got {memory_budget_mb!r}")
+    adapter = build_target(target)
     return AutopsyConfig(
         diagnostics=parse_diagnostics(diagnostics),
-        target=build_target(target),
+        target=adapter,
         max_samples=max_samples,
         batch_size=batch_size,
         sampling=sampling,
         seed=seed,
         fail_on_error=fail_on_error,
-        batch=BatchSpec(input_key, target_key),
+        batch=BatchSpec(input_key, target_key, keep=adapter.batch_inputs()),
         memory_budget_mb=memory_budget_mb,
     )
 
@@ -201,7 +202,8 @@ def _prepare(model: nn.Module, data: Iterable[Any] | SampleSet, config: AutopsyC
     if not torch.isfinite(outputs).all():
         summary.setdefault("warnings", []).append(
             f"model outputs contain {int((~torch.isfinite(outputs)).sum())} non-finite values")
-    index = config.target.per_sample_index(outputs, samples.y)
+    index = config.target.per_sample_arg(outputs, samples,
+                                         lambda t: compute_outputs(work, t, batch_size, device)[0])
     budget = int(config.memory_budget_mb * 2**20) if config.memory_budget_mb else default_budget_bytes(device)
     return AutopsyContext(model=work, target=config.target, samples=samples, device=device, batch_size=batch_size,
                           outputs=outputs, index=None if index is None else index.cpu(), seed=config.seed,

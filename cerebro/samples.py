@@ -28,6 +28,8 @@ class BatchSpec:
 
     input_key: int | str | None = None
     target_key: int | str | None = None
+    #: Extra input fields kept whole as tensors (e.g. a similarity target's reference input).
+    keep: tuple[int | str, ...] = ()
 
     def split(self, batch: Any) -> tuple[Tensor, Tensor | None, dict[str, Any]]:
         """Return ``(x, y, extra_fields)`` for one batch."""
@@ -38,7 +40,8 @@ class BatchSpec:
             ik = self.input_key if self.input_key is not None else next((k for k in _INPUT_KEYS if k in batch), None)
             if ik not in batch:
                 raise CerebroConfigError(f"cannot find the input in a dict batch with keys {keys}; set input_key to one of them")
-            tk = self.target_key if self.target_key is not None else next((k for k in _TARGET_KEYS if k in batch), None)
+            tk = self.target_key if self.target_key is not None else next(
+                (k for k in _TARGET_KEYS if k in batch and k not in self.keep), None)
             if tk is not None and tk not in batch:
                 raise CerebroConfigError(f"target_key {tk!r} is not in the batch keys {keys}")
             extra = {str(k): v for k, v in batch.items() if k not in (ik, tk)}
@@ -46,7 +49,8 @@ class BatchSpec:
         if isinstance(batch, Sequence) and not isinstance(batch, str):
             n = len(batch)
             ik = 0 if self.input_key is None else self.input_key
-            tk = (1 if n > 1 else None) if self.target_key is None else self.target_key
+            auto = 1 if n > 1 and 1 not in self.keep else None  # a kept field (a reference input) is no label
+            tk = auto if self.target_key is None else self.target_key
             for name, k in (("input_key", ik), ("target_key", tk)):
                 if k is not None and (not isinstance(k, int) or not -n <= k < n):
                     raise CerebroConfigError(f"{name}={k!r} does not index a batch of {n} elements (tuple batches take int positions)")
@@ -66,6 +70,14 @@ class SampleSet:
     indices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     source: str = "dataloader"
     available: int | None = None
+
+    #: Batch fields kept whole (see :attr:`BatchSpec.keep`), ``(N, ...)`` each, by :meth:`field_name`.
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+    @staticmethod
+    def field_name(key: int | str) -> str:
+        """The name of a batch field: ``field_<i>`` for tuple positions, the key itself for dicts."""
+        return f"field_{key}" if isinstance(key, int) else str(key)
 
     @property
     def n(self) -> int:
@@ -98,9 +110,17 @@ def _rows(loader: Iterable[Any], spec: BatchSpec) -> Iterable[tuple[Tensor, Tens
         b = int(x.shape[0]) if x.ndim else 0
         if y is not None and not isinstance(y, Tensor):
             y = torch.as_tensor(y)
-        meta: dict[str, list[Any]] = {}
+        meta: dict[str, Any] = {}
+        kept = {SampleSet.field_name(k) for k in spec.keep}
         for k, v in extra.items():
-            _per_sample(v, b, k, meta)
+            if k in kept and isinstance(v, Tensor):
+                meta[k] = v.detach()
+            else:
+                _per_sample(v, b, k, meta)
+        missing = kept - set(meta)
+        if missing:
+            raise CerebroConfigError(f"the batches have no tensor field {sorted(missing)} (fields: "
+                                     f"{sorted(extra)}); check the target's reference_input")
         yield x.detach(), (y.detach() if y is not None else None), meta
 
 
@@ -201,10 +221,12 @@ def collect_samples(
         return SampleSet(x=torch.zeros(0), y=None, source=source, available=seen)
     order = sorted(slot_pos, key=slot_pos.__getitem__)
     keys = set.intersection(*(set(metas[s]) for s in order))
+    kept = {SampleSet.field_name(k) for k in spec.keep}
     return SampleSet(
         x=rows.tensor(order),
         y=torch.stack([ys[s] for s in order]) if has_y and len(ys) == len(order) else None,
-        metadata={k: [metas[s][k] for s in order] for k in sorted(keys)},
+        metadata={k: [metas[s][k] for s in order] for k in sorted(keys - kept)},
+        extras={k: torch.stack([metas[s][k].cpu().clone() for s in order]) for k in sorted(kept & keys)},
         indices=np.array([slot_pos[s] for s in order], dtype=np.int64),
         source=source,
         available=seen,

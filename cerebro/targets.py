@@ -9,10 +9,13 @@ the batch when Integrated Gradients multiplies it by ``n_steps``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
@@ -20,7 +23,8 @@ from torch import Tensor, nn
 
 from cerebro.errors import CerebroConfigError, choice_error
 
-__all__ = ["TargetAdapter", "RegressionTarget", "ClassificationTarget", "ScalarForward", "build_target", "TARGETS"]
+__all__ = ["TargetAdapter", "RegressionTarget", "ClassificationTarget", "NormTarget", "SimilarityTarget", "CallableTarget",
+           "ScalarForward", "build_target", "TARGETS"]
 
 
 def _shape(t: Any) -> str:
@@ -44,9 +48,21 @@ class TargetAdapter:
     def preflight(self, output: Any, y: Tensor | None) -> None:
         """Check one batch of real output (and labels) against this adapter; raise a clear error on mismatch."""
 
+    #: Whether predictions compare with labels (prediction metrics, failure modes, a default loss).
+    supervised: ClassVar[bool] = False
+
     def per_sample_index(self, output: Tensor, y: Tensor | None) -> Tensor | None:
         """Per-sample choice passed to :meth:`select` (e.g. the class to explain), or ``None``."""
         return None
+
+    def batch_inputs(self) -> tuple[int | str, ...]:
+        """Batch fields (tuple positions or dict keys) this target needs besides the input, e.g. a reference."""
+        return ()
+
+    def per_sample_arg(self, outputs: Tensor, samples: Any, embed: Callable[[Tensor], Tensor]) -> Tensor | None:
+        """The per-sample argument of :meth:`select` for every sample (``embed`` runs the model without gradients).
+        Captum and the engine repeat it with the batch, so it never has to be captured in a closure."""
+        return self.per_sample_index(outputs, samples.y)
 
     def select(self, output: Tensor, index: Tensor | None = None) -> Tensor:
         """Return the ``(B,)`` scalars to explain."""
@@ -57,8 +73,8 @@ class TargetAdapter:
         return y
 
     def predictions(self, output: Tensor) -> Tensor:
-        """Per-sample prediction (regression value or predicted class)."""
-        raise NotImplementedError
+        """Per-sample prediction (regression value or predicted class); supervised targets only."""
+        raise NotImplementedError(f"target {self.kind} makes no predictions to compare with labels")
 
     def per_sample_loss(self, output: Tensor, y: Tensor) -> Tensor:
         """Default per-sample loss for this kind of target (used when the module has no usable loss)."""
@@ -75,6 +91,7 @@ class RegressionTarget(TargetAdapter):
 
     index: int | None = None
     kind: ClassVar[str] = "regression"
+    supervised: ClassVar[bool] = True
 
     def preflight(self, output: Any, y: Tensor | None) -> None:
         out = _require_tensor(output)
@@ -129,6 +146,7 @@ class ClassificationTarget(TargetAdapter):
     class_: str | int = "predicted"
     score: str = "logit"
     kind: ClassVar[str] = "classification"
+    supervised: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         if isinstance(self.class_, bool) or not (isinstance(self.class_, int) or self.class_ in _CLASS_CHOICES):
@@ -193,8 +211,136 @@ class ClassificationTarget(TargetAdapter):
         return {"kind": self.kind, "class": self.class_, "score": self.score}
 
 
-TARGETS: dict[str, type[TargetAdapter]] = {"regression": RegressionTarget, "classification": ClassificationTarget}
-_OPTIONS = {"regression": {"index": "index"}, "classification": {"class": "class_", "score": "score"}}
+def _vector_output(output: Any, kind: str) -> Tensor:
+    out = _require_tensor(output)
+    if out.ndim < 2:
+        raise CerebroConfigError(f"{kind} target needs vector outputs (B, D); the model returned {_shape(out)}. "
+                                 "For one value per sample use target: regression")
+    return out
+
+
+@dataclass
+class NormTarget(TargetAdapter):
+    """The L2 norm of each sample's output vector (embeddings ``(B, D)``, or any ``(B, ...)``, flattened)."""
+
+    kind: ClassVar[str] = "norm"
+
+    def preflight(self, output: Any, y: Tensor | None) -> None:
+        _vector_output(output, "norm")
+
+    def select(self, output: Tensor, index: Tensor | None = None) -> Tensor:
+        return output.flatten(1).norm(dim=1)
+
+
+def _load_vectors(path: str) -> Tensor:
+    if not os.path.isfile(path):
+        raise CerebroConfigError(f"target.reference {path!r} does not exist (a .npy or .pt file of shape (D,) or (N, D))")
+    try:
+        data = np.load(path) if path.endswith(".npy") else torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is a configuration problem
+        raise CerebroConfigError(f"cannot read target.reference {path!r}: {err}") from err
+    ref = torch.as_tensor(np.asarray(data) if not isinstance(data, Tensor) else data).float()
+    if ref.ndim not in (1, 2):
+        raise CerebroConfigError(f"target.reference {path!r} has shape {tuple(ref.shape)}; expected (D,) or (N, D)")
+    return ref
+
+
+@dataclass
+class SimilarityTarget(TargetAdapter):
+    """Cosine similarity between each sample's embedding and a reference (metric learning, face verification).
+
+    The reference is a file (``reference``: one ``(D,)`` vector, or ``(N, D)`` with one row per position in the
+    loader, matched by sample index), or another input of the same batch (``reference_input``: tuple position or
+    dict key) whose embedding, computed without gradients, is that sample's reference.
+    """
+
+    reference: str | None = None
+    reference_input: int | str | None = None
+    kind: ClassVar[str] = "similarity"
+
+    def __post_init__(self) -> None:
+        if (self.reference is None) == (self.reference_input is None):
+            raise CerebroConfigError("target similarity needs exactly one of `reference` (a .npy/.pt file) or "
+                                     "`reference_input` (the batch field holding the reference input)")
+        self._vectors = _load_vectors(self.reference) if self.reference is not None else None
+
+    def batch_inputs(self) -> tuple[int | str, ...]:
+        return () if self.reference_input is None else (self.reference_input,)
+
+    def preflight(self, output: Any, y: Tensor | None) -> None:
+        out = _vector_output(output, "similarity")
+        if self._vectors is not None and self._vectors.shape[-1] != out.flatten(1).shape[1]:
+            raise CerebroConfigError(f"target.reference vectors have {self._vectors.shape[-1]} dimensions but the "
+                                     f"model's embeddings {_shape(out)} have {out.flatten(1).shape[1]}")
+
+    def per_sample_arg(self, outputs: Tensor, samples: Any, embed: Callable[[Tensor], Tensor]) -> Tensor:
+        d = outputs.flatten(1).shape[1]
+        if self._vectors is not None:
+            if self._vectors.ndim == 1:
+                return self._vectors.expand(outputs.shape[0], -1).clone()
+            idx = torch.as_tensor(samples.indices, dtype=torch.long)
+            if int(idx.max()) >= self._vectors.shape[0]:
+                raise CerebroConfigError(f"target.reference has {self._vectors.shape[0]} rows but the samples reach "
+                                         f"position {int(idx.max())} of the loader; give one row per loader sample")
+            return self._vectors[idx]
+        name = samples.field_name(self.reference_input)
+        if name not in samples.extras:
+            raise CerebroConfigError(f"target.reference_input {self.reference_input!r} is not a field of the batches")
+        ref = embed(samples.extras[name]).flatten(1).float()
+        if ref.shape != (outputs.shape[0], d):
+            raise CerebroConfigError(f"the reference inputs embed to {tuple(ref.shape)}, expected {(outputs.shape[0], d)}")
+        return ref
+
+    def select(self, output: Tensor, index: Tensor | None = None) -> Tensor:
+        if index is None:
+            raise CerebroConfigError("similarity target needs its reference vectors (per_sample_arg)")
+        return F.cosine_similarity(output.flatten(1).float(), index.to(output.device).float(), dim=1)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "reference": self.reference, "reference_input": self.reference_input}
+
+
+@dataclass
+class CallableTarget(TargetAdapter):
+    """A user function ``fn(model_output, batch) -> (B,)``; ``batch`` is a dict with the labels under ``"target"``
+    (repeated with the output when attribution methods expand the batch)."""
+
+    fn: Callable[..., Tensor] = None  # type: ignore[assignment]
+    path: str = ""
+    kind: ClassVar[str] = "callable"
+
+    def per_sample_index(self, output: Tensor, y: Tensor | None) -> Tensor | None:
+        return y
+
+    def preflight(self, output: Any, y: Tensor | None) -> None:
+        out = _require_tensor(output)
+        value = self.select(out, None if y is None else y[: out.shape[0]])
+        if not isinstance(value, Tensor) or tuple(value.shape) != (out.shape[0],):
+            raise CerebroConfigError(f"target {self.path} must return one scalar per sample, shape ({out.shape[0]},); "
+                                     f"it returned {_shape(value)} for outputs {_shape(out)}")
+
+    def select(self, output: Tensor, index: Tensor | None = None) -> Tensor:
+        return self.fn(output, {} if index is None else {"target": index.to(output.device)})
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "_target_": self.path}
+
+
+TARGETS: dict[str, type[TargetAdapter]] = {"regression": RegressionTarget, "classification": ClassificationTarget,
+                                           "similarity": SimilarityTarget, "norm": NormTarget}
+_OPTIONS = {"regression": {"index": "index"}, "classification": {"class": "class_", "score": "score"},
+            "similarity": {"reference": "reference", "reference_input": "reference_input"}, "norm": {}}
+
+
+def _callable_target(spec: dict[str, Any]) -> CallableTarget:
+    from hydra.utils import get_method
+
+    path = spec.pop("_target_")
+    try:
+        fn = get_method(path)
+    except Exception as err:  # noqa: BLE001 - hydra raises several types for bad paths
+        raise CerebroConfigError(f"target `_target_: {path}` cannot be imported: {err}") from err
+    return CallableTarget(fn=functools.partial(fn, **spec) if spec else fn, path=path)
 
 
 def build_target(spec: str | Mapping[str, Any] | TargetAdapter) -> TargetAdapter:
@@ -208,6 +354,8 @@ def build_target(spec: str | Mapping[str, Any] | TargetAdapter) -> TargetAdapter
     if not isinstance(spec, Mapping):
         raise CerebroConfigError(f"`target` must be a name or a mapping with `kind`, got {type(spec).__name__}: {spec!r}")
     spec = dict(spec)
+    if "_target_" in spec:
+        return _callable_target(spec)
     kind = spec.pop("kind", None)
     if kind not in TARGETS:
         raise choice_error("target.kind", kind, TARGETS)

@@ -56,7 +56,7 @@ def test_build_target_from_dict_and_dictconfig():
 @pytest.mark.parametrize(
     ("spec", "pattern"),
     [
-        ("regresion", r"`target.kind` can be one of \['regression', 'classification'\], got 'regresion'\. "
+        ("regresion", r"`target.kind` can be one of \['regression', 'classification', 'similarity', 'norm'\], got 'regresion'\. "
                       r"Did you mean 'regression'\?"),
         ({"index": 0}, r"`target.kind` can be one of .*got None"),
         ({"kind": "regression", "idx": 1}, r"`target option for regression` can be one of \['index'\], got 'idx'"),

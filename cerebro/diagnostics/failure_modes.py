@@ -9,6 +9,7 @@ import numpy as np
 
 from cerebro.diagnostics.base import Diagnostic
 from cerebro.engine.context import AutopsyContext
+from cerebro.errors import DiagnosticSkipped
 from cerebro.registry import register_diagnostic
 from cerebro.report.figures import bar
 from cerebro.report.writer import DiagnosticOutput
@@ -44,6 +45,9 @@ class FailureModes(Diagnostic):
     requires_labels = True
 
     def run(self, ctx: AutopsyContext, out: DiagnosticOutput) -> None:
+        if not ctx.target.supervised:
+            raise DiagnosticSkipped(f"failure modes compare predictions with labels; target {ctx.target.kind} "
+                                    "makes no predictions")
         y = ctx.labels().numpy()
         pred = ctx.predictions().numpy()
         if ctx.target.kind == "classification":

@@ -72,10 +72,10 @@ class Gradients(Diagnostic):
                 out.flag(f"module loss `{attr}` unusable ({err}); used the default loss")
         elif choice == "module":
             raise RuntimeError("loss=module but the module has no loss_fn/criterion/loss_function attribute, or no labels")
-        if choice in ("auto", "default") and ctx.has_labels:
+        if choice in ("auto", "default") and ctx.has_labels and ctx.target.supervised:
             return f"default_{ctx.target.kind}", lambda o, y: ctx.target.per_sample_loss(o, y).mean()
         if choice == "default":
-            raise RuntimeError("loss=default needs labels in the batches")
+            raise RuntimeError("loss=default needs labels in the batches and a regression/classification target")
         return "target", lambda o, y: ctx.target.select(o, None).mean()
 
     def run(self, ctx: AutopsyContext, out: DiagnosticOutput) -> None:
@@ -94,8 +94,8 @@ class Gradients(Diagnostic):
             with torch.enable_grad():
                 for sl in ctx.chunks():
                     y = ctx.y(sl)
-                    if source == "target" and ctx.index is not None:
-                        loss = ctx.forward(ctx.x(sl), ctx.index[sl].to(ctx.device)).mean()
+                    if source == "target":
+                        loss = ctx.forward(ctx.x(sl), *(ctx.forward_args(sl) or ())).mean()
                     else:
                         loss = loss_fn(ctx.model(ctx.x(sl)), y)
                     # Chunks of a mean-reduced loss are weighted by their share; a sum-reduced loss adds up as is.

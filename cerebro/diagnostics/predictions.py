@@ -39,6 +39,18 @@ class Predictions(Diagnostic):
         out.array("predictions", pred)
         out.array("indices", ctx.samples.indices)
         out.metric("n", int(pred.shape[0]))
+        if not ctx.target.supervised:  # similarity, norm, a callable: the explained scalar itself
+            out.metric("score_mean", float(np.mean(pred)))
+            out.metric("score_std", float(np.std(pred)))
+            out.metric("score_min", float(np.min(pred)))
+            out.metric("score_max", float(np.max(pred)))
+            fig, ax = new_figure()
+            ax.hist(pred, bins=30)
+            ax.set_xlabel(f"{ctx.target.kind} score")
+            ax.set_ylabel("samples")
+            ax.set_title(f"distribution of the explained {ctx.target.kind} score")
+            out.figure(fig, "scores")
+            return
         if not ctx.has_labels:
             out.flag("no labels in the batches: prediction quality not measured")
             out.metric("prediction_mean", float(np.mean(pred)))

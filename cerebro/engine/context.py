@@ -86,7 +86,8 @@ class AutopsyContext:
         return self.target.labels(self.samples.y)
 
     def predictions(self) -> Tensor:
-        return self.target.predictions(self.outputs)
+        """Predicted value or class (supervised targets), else the scalar being explained."""
+        return self.target.predictions(self.outputs) if self.target.supervised else self.scores
 
     def chunks(self, size: int | None = None) -> Iterator[slice]:
         yield from chunks(self.n, size or self.batch_size)
