@@ -332,7 +332,7 @@ def test_gradcam_on_linear_layer_fails_naming_layer_and_conv_candidates(tmp_path
                           ["predictions", {"layer_gradcam": {"layer": "head"}}])
     rec = summary["diagnostics"]["layer_gradcam"]
     assert rec["status"] == "failed"
-    assert "layer 'head' outputs shape (1, 1) without a spatial axis" in rec["reason"]
+    assert "layer 'head' outputs shape (2, 1), which has no spatial or token axis" in rec["reason"]
     assert "candidates: ['conv1', 'conv2']" in rec["reason"]
     assert rec["reason"].startswith("CerebroConfigError:")
     assert "layer_gradcam.traceback.txt" in rec["artifacts"]
@@ -360,7 +360,7 @@ def test_gradcam_check_model_without_conv_raises():
     with pytest.raises(CerebroConfigError) as info:
         lgc.LayerGradCam().check_model(model)
     msg = str(info.value)
-    assert "layer=auto found no Conv1d/Conv2d/Conv3d in Sequential" in msg
+    assert "layer=auto found no Conv1d/Conv2d/Conv3d or transformer layer in Sequential" in msg
     assert "Layers: ['0', '1', '2']" in msg
     # explicit names are checked against the module too; auto on a conv model passes
     with pytest.raises(CerebroConfigError, match="layer 'conv9' is not a submodule"):

@@ -15,13 +15,15 @@ __all__ = ["forward_hooks", "leaf_modules", "find_module", "tensor_output"]
 
 @contextmanager
 def forward_hooks(
-    modules: Mapping[str, nn.Module], fn: Callable[[str, nn.Module, Any], None]
+    modules: Mapping[str, nn.Module], fn: Callable[[str, nn.Module, Any], None], inputs: bool = False
 ) -> Iterator[None]:
-    """Call ``fn(name, module, output)`` after each module's forward while the block runs; remove hooks on exit."""
+    """Call ``fn(name, module, output)`` after each module's forward while the block runs (with ``inputs=True``,
+    its first positional input instead of its output); remove the hooks on exit, whatever happens."""
     handles = []
     try:
         for name, module in modules.items():
-            handles.append(module.register_forward_hook(lambda m, i, o, _n=name: fn(_n, m, o)))
+            handles.append(module.register_forward_hook(
+                lambda m, i, o, _n=name: fn(_n, m, i[0] if inputs and i else o)))
         yield
     finally:
         for h in handles:
