@@ -27,6 +27,7 @@ from cerebro.diagnostics.base import Diagnostic
 from cerebro.engine.budget import default_budget_bytes
 from cerebro.engine.context import AutopsyContext, compute_outputs
 from cerebro.engine.distributed import SINGLE, Comm
+from cerebro.engine.rng import preserved_rng
 from cerebro.errors import AutopsyAbort, AutopsyFailure, CerebroConfigError, DiagnosticSkipped, choice_error
 from cerebro.model_source import CheckpointInfo, prepare_model, sha256_file
 from cerebro.report.html import write_html
@@ -270,7 +271,8 @@ def execute(
     spill = tempfile.mkdtemp(prefix=".samples-", dir=writer.root)
     try:
         # Hooks at the end of trainer.test/validate run under inference_mode: leave it before touching tensors.
-        with torch.inference_mode(False), torch.enable_grad():
+        # The user's random states come back untouched (iterating their loader draws from torch's RNG, for one).
+        with torch.inference_mode(False), torch.enable_grad(), preserved_rng():
             ctx, error = None, None
             try:
                 ctx = _prepare(model, data, config, checkpoint, device, source, spill, summary, comm)

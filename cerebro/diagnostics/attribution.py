@@ -86,7 +86,8 @@ class AttributionDiagnostic(Diagnostic):
                             rows_per_rank[rank] += block.shape[0]
                             stats.update(block)
                             for key, values in arrays.items():
-                                small.setdefault(key, np.zeros(ctx.n, dtype=values.dtype))[start : start + len(values)] = values
+                                small.setdefault(key, np.zeros((ctx.n, *values.shape[1:]), dtype=values.dtype))[
+                                    start : start + len(values)] = values
                 if all(comm.all_gather(finished)):
                     break
         finally:
