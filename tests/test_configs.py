@@ -27,7 +27,9 @@ def test_every_autopsy_yaml_instantiates(group_file: str) -> None:
     cfg = _compose("demo", [f"autopsy={group_file}"])
     cb = instantiate(cfg.autopsy)
     assert isinstance(cb, ModelAutopsy)
-    assert [d.name for d in cb.config.diagnostics] == list(DEFAULT_DIAGNOSTICS)
+    names = [d.name for d in cb.config.diagnostics]
+    assert names[: len(DEFAULT_DIAGNOSTICS)] == list(DEFAULT_DIAGNOSTICS)  # every set builds on the core six
+    assert names[len(DEFAULT_DIAGNOSTICS):] == [k for k in cfg.autopsy.diagnostics if k not in DEFAULT_DIAGNOSTICS]
     assert cb.checkpoint == "best" and cb.split == "val" and cb.run_on == ("fit",)
 
 
