@@ -9,7 +9,11 @@ from cerebro.diagnostics import (
     gradients,
     input_x_gradient,
     integrated_gradients,
+    layer_activation,
+    layer_conductance,
     layer_gradcam,
+    layer_integrated_gradients,
+    neuron_integrated_gradients,
     occlusion,
     predictions,
     saliency,
@@ -18,5 +22,6 @@ from cerebro.diagnostics import (
 from cerebro.diagnostics.base import Diagnostic
 
 __all__ = ["Diagnostic", "ablation", "activations", "deeplift", "failure_modes", "gradient_shap", "gradients",
-           "input_x_gradient", "integrated_gradients", "layer_gradcam", "occlusion", "predictions", "saliency",
+           "input_x_gradient", "integrated_gradients", "layer_activation", "layer_conductance", "layer_gradcam",
+           "layer_integrated_gradients", "neuron_integrated_gradients", "occlusion", "predictions", "saliency",
            "smoothgrad"]

@@ -59,8 +59,13 @@ class CaptumMethod(AttributionDiagnostic):
 
             with seeded(ctx.seed + start):  # stochastic methods are reproducible; the user's RNG is untouched
                 size, attr = policy.run(samples.stop - start, one)
-            yield start, {"attributions": attr.detach().float().cpu().numpy(), **self.extra_arrays(ctx, attr)}
+            attr = attr.detach().float()
+            yield start, {"attributions": self.to_map(ctx, state, attr).cpu().numpy(), **self.extra_arrays(ctx, attr)}
             start += size
+
+    def to_map(self, ctx: AutopsyContext, state: dict[str, Any], attr: Tensor) -> Tensor:
+        """What is stored per sample: the attributions as they are (input-shaped), by default."""
+        return attr
 
     def extra_arrays(self, ctx: AutopsyContext, attr: Tensor) -> dict[str, np.ndarray]:
         """More per-sample arrays saved next to the attributions (e.g. per-channel score drops)."""

@@ -1,0 +1,48 @@
+"""``layer_conductance``: conductance of a layer's units (the flow of Integrated Gradients through them).
+
+Dhamdhere, Sundararajan & Yan, "How Important Is a Neuron?", ICLR 2019 (arXiv:1805.12233).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from captum.attr import LayerConductance as CaptumLayerConductance
+from torch import Tensor
+
+from cerebro.diagnostics.integrated_gradients import make_baseline
+from cerebro.diagnostics.layer_method import LayerMethod
+from cerebro.diagnostics.layers import LayerOptions
+from cerebro.engine.context import AutopsyContext
+from cerebro.registry import register_diagnostic
+
+__all__ = ["LayerConductance"]
+
+
+@dataclass
+class LayerConductanceOptions(LayerOptions):
+    #: Integration steps per sample.
+    n_steps: int = field(default=32, metadata={"min": 2})
+    #: Input baseline: zeros | mean | a path to a .npy/.pt file.
+    baseline: str = field(default="zeros", metadata={"choices": ("zeros", "mean"), "path_ok": True})
+
+
+@register_diagnostic("layer_conductance")
+class LayerConductance(LayerMethod):
+    """Conductance of every unit of the layer, summed over channels and mapped onto the input."""
+
+    Options = LayerConductanceOptions
+    method = CaptumLayerConductance
+
+    @property
+    def cost(self) -> int:  # type: ignore[override]
+        return self.options.n_steps + 1
+
+    def start(self, ctx: AutopsyContext, out: Any) -> dict[str, Any]:
+        return {**super().start(ctx, out), "baseline": make_baseline(self.options.baseline, ctx.samples.x)}
+
+    def kwargs(self, ctx: AutopsyContext, state: dict[str, Any], x: Tensor, sl: slice) -> dict[str, Any]:
+        base = state["baseline"]
+        return {**super().kwargs(ctx, state, x, sl), "n_steps": self.options.n_steps,
+                "baselines": (base if base.shape[0] == 1 else base[sl]).to(x.device).expand_as(x)}
