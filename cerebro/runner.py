@@ -208,7 +208,8 @@ def _prepare(model: nn.Module, data: Iterable[Any] | SampleSet, config: AutopsyC
     budget = int(config.memory_budget_mb * 2**20) if config.memory_budget_mb else default_budget_bytes(device)
     return AutopsyContext(model=work, target=config.target, samples=samples, device=device, batch_size=batch_size,
                           outputs=outputs, index=None if index is None else index.cpu(), seed=config.seed,
-                          memory_budget=budget, observed=observed, comm=comm)
+                          memory_budget=budget, observed=observed, comm=comm,
+                          extras={"diagnostics": list(config.diagnostics)})
 
 
 def _diagnose(ctx: AutopsyContext, config: AutopsyConfig, writer: ReportWriter, summary: dict[str, Any]) -> None:

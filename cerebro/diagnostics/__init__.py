@@ -17,11 +17,12 @@ from cerebro.diagnostics import (
     occlusion,
     predictions,
     saliency,
+    sanity_checks,
     smoothgrad,
 )
 from cerebro.diagnostics.base import Diagnostic
 
 __all__ = ["Diagnostic", "ablation", "activations", "deeplift", "failure_modes", "gradient_shap", "gradients",
            "input_x_gradient", "integrated_gradients", "layer_activation", "layer_conductance", "layer_gradcam",
-           "layer_integrated_gradients", "neuron_integrated_gradients", "occlusion", "predictions", "saliency",
+           "layer_integrated_gradients", "neuron_integrated_gradients", "occlusion", "predictions", "saliency", "sanity_checks",
            "smoothgrad"]

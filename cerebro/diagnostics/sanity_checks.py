@@ -1,0 +1,171 @@
+"""``sanity_checks``: do the attribution maps of this run depend on the model at all?
+
+Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018 (arXiv:1810.03292):
+- cascading model-parameter randomization: the layers with parameters are re-drawn one after the other from the
+  output down (on a copy), and each attribution method's maps are compared with its original maps by Spearman rank
+  correlation of their absolute values; maps that barely change explain the input, not the model;
+- target randomization (classification): maps of a random other class should differ from the explained class's;
+- completeness of Integrated Gradients: sum of attributions vs f(x) - f(baseline);
+- degenerate maps (constant, all zero, NaN).
+Every failed check is a flag in ``summary.json`` (and in the report), never silent.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from cerebro.diagnostics.attribution import AttributionDiagnostic
+from cerebro.diagnostics.base import Diagnostic
+from cerebro.engine.attribution import MapStats
+from cerebro.engine.context import AutopsyContext
+from cerebro.errors import DiagnosticSkipped
+from cerebro.registry import register_diagnostic
+from cerebro.report.figures import new_figure
+from cerebro.report.writer import DiagnosticOutput
+from cerebro.samples import SampleSet
+
+__all__ = ["SanityChecks", "spearman"]
+
+
+@dataclass
+class SanityChecksOptions:
+    #: Samples the checks recompute every method on.
+    samples: int = field(default=8, metadata={"min": 2})
+    #: A method passes model randomization when its maps' rank correlation with the originals, once every
+    #: randomized layer is re-drawn, is below this.
+    max_correlation: float = field(default=0.5, metadata={"min": 0.0})
+    #: How many layers (from the output down) to randomize; null = every layer with parameters.
+    layers: Optional[int] = field(default=None, metadata={"min": 1})
+    #: IG completeness: flag when the median |sum(attr) - (f(x) - f(b))| / |f(x) - f(b)| exceeds this.
+    completeness_tolerance: float = field(default=0.05, metadata={"min": 0.0})
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean over samples of the Spearman rank correlation of ``|a|`` and ``|b|`` (ties broken by position)."""
+    def ranks(m: np.ndarray) -> np.ndarray:
+        flat = np.abs(m.reshape(m.shape[0], -1))
+        return np.argsort(np.argsort(flat, axis=1, kind="stable"), axis=1).astype(np.float64)
+
+    ra, rb = ranks(a), ranks(b)
+    ra -= ra.mean(axis=1, keepdims=True)
+    rb -= rb.mean(axis=1, keepdims=True)
+    denom = np.sqrt((ra**2).sum(1) * (rb**2).sum(1))
+    return float(np.mean(np.where(denom > 0, (ra * rb).sum(1) / np.maximum(denom, 1e-300), 0.0)))
+
+
+def _subset(ctx: AutopsyContext, k: int, model: nn.Module, index: torch.Tensor | None) -> AutopsyContext:
+    s = ctx.samples
+    sub = SampleSet(x=s.x[0:k], y=None if s.y is None else s.y[:k], indices=s.indices[:k],
+                    extras={n: v[:k] for n, v in s.extras.items()})
+    return AutopsyContext(model=model, target=ctx.target, samples=sub, device=ctx.device, batch_size=ctx.batch_size,
+                          outputs=ctx.outputs[:k], index=index, seed=ctx.seed, memory_budget=ctx.memory_budget)
+
+
+def _maps(diag: AttributionDiagnostic, ctx: AutopsyContext) -> dict[str, np.ndarray]:
+    """Every per-sample array ``diag`` produces on ``ctx``'s samples, in memory."""
+    state = diag.start(ctx, DiagnosticOutput(diag.name, None))  # type: ignore[arg-type]
+    parts: dict[str, list[np.ndarray]] = {}
+    for _, arrays in diag.blocks(ctx, state, slice(0, ctx.n)):
+        for key, value in arrays.items():
+            parts.setdefault(key, []).append(value)
+    return {key: np.concatenate(values) for key, values in parts.items()}
+
+
+def _layers_top_down(model: nn.Module) -> list[str]:
+    return [n for n, m in reversed(list(model.named_modules()))
+            if n and not any(True for _ in m.children()) and any(True for _ in m.parameters(recurse=False))]
+
+
+@torch.no_grad()
+def _redraw(module: nn.Module, g: torch.Generator) -> None:
+    for p in module.parameters(recurse=False):
+        std = float(p.std()) if p.numel() > 1 else 0.0
+        p.copy_(torch.randn(p.shape, generator=g).to(p) * (std if std > 0 else 0.1))
+
+
+@register_diagnostic("sanity_checks")
+class SanityChecks(Diagnostic):
+    """Checks every attribution method of the run; put it after them in the diagnostics list."""
+
+    Options = SanityChecksOptions
+
+    def run(self, ctx: AutopsyContext, out: DiagnosticOutput) -> None:
+        o = self.options
+        methods = [d for d in ctx.extras.get("diagnostics", []) if isinstance(d, AttributionDiagnostic)]
+        if not methods:
+            raise DiagnosticSkipped("no attribution diagnostic in this run to check")
+        k = min(o.samples, ctx.n)
+        index = None if ctx.index is None else ctx.index[:k]
+        base = _subset(ctx, k, ctx.model, index)
+        originals, results = {}, {}
+        for d in methods:
+            try:
+                originals[d.name] = _maps(d, base)
+            except Exception as err:  # noqa: BLE001 - reported per method
+                results[d.name] = {"error": f"{type(err).__name__}: {err}"}
+                out.flag(f"sanity check could not run {d.name}: {err}")
+        layers = _layers_top_down(ctx.model)[: o.layers]
+        work = copy.deepcopy(ctx.model)
+        modules = dict(work.named_modules())
+        g = torch.Generator().manual_seed(ctx.seed)
+        curves: dict[str, list[float]] = {n: [] for n in originals}
+        for layer in layers:
+            _redraw(modules[layer], g)
+            randomized = _subset(ctx, k, work, index)
+            for d in methods:
+                if d.name in originals:
+                    curves[d.name].append(spearman(originals[d.name]["attributions"],
+                                                   _maps(d, randomized)["attributions"]))
+        for d in methods:
+            if d.name not in originals:
+                continue
+            maps = originals[d.name]
+            curve = curves[d.name]
+            final = curve[-1] if curve else None
+            passed = final is not None and final < o.max_correlation
+            rec: dict[str, Any] = {"randomized_layers": layers, "spearman": curve, "final_spearman": final,
+                                   "model_randomization": "pass" if passed else "fail"}
+            if not passed:
+                out.flag(f"sanity check failed: {d.name} maps barely change when the model's weights are randomized "
+                         f"(Spearman {final if final is not None else float('nan'):.2f} >= {o.max_correlation})")
+            stats = MapStats()
+            stats.update(maps["attributions"])
+            for reason in stats.reasons():
+                out.flag(f"sanity check: {d.name}: {reason}")
+            rec["degenerate"] = bool(stats.reasons())
+            if "convergence_delta" in maps and "gap" in maps:
+                rel = np.abs(maps["convergence_delta"]) / np.maximum(np.abs(maps["gap"]), 1e-12)
+                rec["completeness_median_relative_error"] = float(np.median(rel))
+                rec["completeness"] = "pass" if np.median(rel) <= o.completeness_tolerance else "fail"
+                if rec["completeness"] == "fail":
+                    out.flag(f"sanity check failed: {d.name} attributions do not sum to f(x) - f(baseline) "
+                             f"(median relative error {np.median(rel):.2g})")
+            if ctx.target.kind == "classification" and index is not None and ctx.outputs.ndim == 2:
+                n_classes = ctx.outputs.shape[1]
+                other = (index + torch.randint(1, n_classes, index.shape, generator=g)) % n_classes
+                shuffled = _maps(d, _subset(ctx, k, ctx.model, other))["attributions"]
+                rho = spearman(maps["attributions"], shuffled)
+                rec["target_randomization_spearman"] = rho
+                rec["target_randomization"] = "pass" if rho < o.max_correlation else "fail"
+                if rec["target_randomization"] == "fail":
+                    out.flag(f"sanity check failed: {d.name} maps of another class look the same (Spearman {rho:.2f})")
+            results[d.name] = rec
+        out.metric("methods", results)
+        out.metric("samples", k)
+        if curves:
+            fig, ax = new_figure(7, 4)
+            for name, curve in curves.items():
+                ax.plot(range(1, len(curve) + 1), curve, marker="o", label=name)
+            ax.axhline(o.max_correlation, color="k", ls="--", lw=1)
+            ax.set_xticks(range(1, len(layers) + 1), layers, rotation=60, fontsize=7)
+            ax.set_xlabel("layers randomized (cumulative, from the output)")
+            ax.set_ylabel("Spearman vs original maps")
+            ax.set_title("cascading model-parameter randomization")
+            ax.legend(fontsize=7)
+            out.figure(fig, "randomization")
