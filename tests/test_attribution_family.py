@@ -158,3 +158,19 @@ def test_planted_signal_localisation(tmp_path, planted, name: str) -> None:
         share = a[list(PLANTED_CHANNELS), lo:hi].sum() / a.sum()
         area = len(PLANTED_CHANNELS) * (hi - lo) / a.size
     assert share > 2.0 * area, (name, share, area)
+
+
+def test_per_sample_figures_for_images_signals_and_degenerate_maps(tmp_path) -> None:
+    from matplotlib.figure import Figure
+
+    from cerebro.report.overlays import sample_figure
+
+    img, sig = np.random.default_rng(0).random((3, 8, 8)), np.random.default_rng(1).random((4, 20))
+    for x, attr in ((img, img - 0.5), (img, np.ones((1, 8, 8))), (sig, sig), (sig, np.ones((1, 20))),
+                    (sig, np.zeros((4, 20))), (sig, np.full((4, 20), np.nan))):
+        fig = sample_figure(x, attr, "t")
+        assert isinstance(fig, Figure) and fig.axes
+    summary = autopsy(_model(), (X,), tmp_path, ["saliency"])
+    arts = summary["diagnostics"]["saliency"]["artifacts"]
+    assert [a for a in arts if "sample" in a] == [f"figures/saliency_sample{i}.png" for i in range(4)]
+    assert all((tmp_path / a).stat().st_size > 1000 for a in arts if a.endswith(".png"))

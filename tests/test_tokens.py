@@ -157,5 +157,5 @@ def test_last_block_output_of_a_class_token_model_is_flagged_degenerate(tmp_path
     summary = autopsy(TinyViT().eval(), (torch.randn(3, 3, 16, 16),), tmp_path,
                       [{"layer_gradcam": {"layer": "encoder.layers.1"}}], target="classification")
     rec = summary["diagnostics"]["layer_gradcam"]
-    assert rec["metrics"]["layer_input"] is False
+    assert rec["status"] == "ok" and rec["metrics"]["layer_input"] is False
     assert "degenerate map: all values are zero (layer encoder.layers.1)" in rec["flags"]

@@ -16,7 +16,8 @@ import numpy as np
 from cerebro.diagnostics.base import Diagnostic
 from cerebro.engine.attribution import MapStats
 from cerebro.engine.context import AutopsyContext
-from cerebro.engine.store import RowWriter
+from cerebro.engine.store import RowTensor, RowWriter
+from cerebro.report.overlays import sample_figure
 from cerebro.report.writer import DiagnosticOutput
 
 __all__ = ["AttributionDiagnostic"]
@@ -28,6 +29,8 @@ class AttributionDiagnostic(Diagnostic):
     """Per-sample attributions computed block by block; under DDP each rank takes its share of the samples."""
 
     shardable: ClassVar[bool] = True
+    #: Per-sample figures (input with its map) drawn for the first samples.
+    sample_figures: ClassVar[int] = 4
 
     def start(self, ctx: AutopsyContext, out: DiagnosticOutput) -> Any:
         """Checks and set-up on every rank (e.g. the layer); returns a state passed to :meth:`blocks`."""
@@ -102,3 +105,9 @@ class AttributionDiagnostic(Diagnostic):
         if comm.world > 1:
             out.metric("samples_per_rank", rows_per_rank)
         self.finish(ctx, out, state, small, stats, writer.shape[1:])
+        k = min(self.sample_figures, ctx.n)
+        maps = RowTensor(writer.path)[0:k].numpy()
+        inputs = ctx.samples.x[0:k].float().numpy()
+        for i in range(k):
+            out.figure(sample_figure(inputs[i], maps[i], f"{self.name}, sample {int(ctx.samples.indices[i])}"),
+                       f"sample{i}")
