@@ -22,7 +22,12 @@ from cerebro.engine.context import AutopsyContext
 from cerebro.engine.rng import seeded
 from cerebro.report.writer import DiagnosticOutput
 
-__all__ = ["CaptumMethod"]
+__all__ = ["CaptumMethod", "chunk_baseline"]
+
+
+def chunk_baseline(baseline: Tensor, x: Tensor, sl: slice) -> Tensor:
+    """The baseline of the chunk ``x`` (samples ``sl``): one shared ``(1, ...)`` baseline or per-sample rows."""
+    return (baseline if baseline.shape[0] == 1 else baseline[sl]).to(x.device).expand_as(x)
 
 
 class CaptumMethod(AttributionDiagnostic):
@@ -52,16 +57,18 @@ class CaptumMethod(AttributionDiagnostic):
         start = samples.start
         while start < samples.stop:
             def one(size: int, first: int = start) -> Tensor:
-                sl = slice(first, first + size)
-                x = ctx.x(sl)
-                return state["method"].attribute(x, additional_forward_args=ctx.forward_args(sl),
-                                                 **self.kwargs(ctx, state, x, sl))
+                return self.attribute(ctx, state, slice(first, first + size))
 
             with seeded(ctx.seed + start):  # stochastic methods are reproducible; the user's RNG is untouched
                 size, attr = policy.run(samples.stop - start, one)
             attr = attr.detach().float()
             yield start, {"attributions": self.to_map(ctx, state, attr).cpu().numpy(), **self.extra_arrays(ctx, attr)}
             start += size
+
+    def attribute(self, ctx: AutopsyContext, state: dict[str, Any], sl: slice) -> Tensor:
+        """Attributions of the samples ``sl`` (one chunk)."""
+        x = ctx.x(sl)
+        return state["method"].attribute(x, additional_forward_args=ctx.forward_args(sl), **self.kwargs(ctx, state, x, sl))
 
     def to_map(self, ctx: AutopsyContext, state: dict[str, Any], attr: Tensor) -> Tensor:
         """What is stored per sample: the attributions as they are (input-shaped), by default."""

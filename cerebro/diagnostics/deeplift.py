@@ -12,7 +12,7 @@ from typing import Any
 from captum.attr import DeepLift as CaptumDeepLift
 from torch import Tensor
 
-from cerebro.diagnostics.captum_method import CaptumMethod
+from cerebro.diagnostics.captum_method import CaptumMethod, chunk_baseline
 from cerebro.diagnostics.integrated_gradients import make_baseline
 from cerebro.engine.context import AutopsyContext
 from cerebro.registry import register_diagnostic
@@ -38,4 +38,4 @@ class DeepLift(CaptumMethod):
 
     def kwargs(self, ctx: AutopsyContext, state: dict[str, Any], x: Tensor, sl: slice) -> dict[str, Any]:
         base = state["baseline"]
-        return {"baselines": (base if base.shape[0] == 1 else base[sl]).to(x.device).expand_as(x)}
+        return {"baselines": chunk_baseline(base, x, sl)}

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from cerebro.diagnostics.attribution import AttributionDiagnostic
+from cerebro.diagnostics.captum_method import chunk_baseline
 from cerebro.engine.attribution import MapStats, summarize_maps
 from cerebro.engine.budget import points_per_pass
 from cerebro.engine.chunking import ChunkPolicy
@@ -109,7 +110,7 @@ class IntegratedGradients(AttributionDiagnostic):
         for start in range(samples.start, samples.stop, block):
             sl = slice(start, min(start + block, samples.stop))
             x = ctx.x(sl)
-            base = (baseline if baseline.shape[0] == 1 else baseline[sl]).to(ctx.device).expand_as(x)
+            base = chunk_baseline(baseline, x, sl)
             index = None if ctx.index is None else ctx.index[sl].to(ctx.device)
             res = integrated_gradients(ctx.forward, x, base, index, None if o.n_steps == "auto" else o.n_steps,
                                        o.method, state["policy"], tolerance=o.delta_tolerance, max_steps=o.max_steps,

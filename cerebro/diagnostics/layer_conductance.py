@@ -11,6 +11,7 @@ from typing import Any
 from captum.attr import LayerConductance as CaptumLayerConductance
 from torch import Tensor
 
+from cerebro.diagnostics.captum_method import chunk_baseline
 from cerebro.diagnostics.integrated_gradients import make_baseline
 from cerebro.diagnostics.layer_method import LayerMethod
 from cerebro.diagnostics.layers import LayerOptions
@@ -45,4 +46,4 @@ class LayerConductance(LayerMethod):
     def kwargs(self, ctx: AutopsyContext, state: dict[str, Any], x: Tensor, sl: slice) -> dict[str, Any]:
         base = state["baseline"]
         return {**super().kwargs(ctx, state, x, sl), "n_steps": self.options.n_steps,
-                "baselines": (base if base.shape[0] == 1 else base[sl]).to(x.device).expand_as(x)}
+                "baselines": chunk_baseline(base, x, sl)}

@@ -13,7 +13,7 @@ import torch
 from captum.attr import NeuronIntegratedGradients as CaptumNeuronIG
 from torch import Tensor, nn
 
-from cerebro.diagnostics.captum_method import CaptumMethod
+from cerebro.diagnostics.captum_method import CaptumMethod, chunk_baseline
 from cerebro.diagnostics.integrated_gradients import make_baseline
 from cerebro.engine.context import AutopsyContext
 from cerebro.engine.hooks import find_module, forward_hooks, tensor_output
@@ -71,4 +71,4 @@ class NeuronIntegratedGradients(CaptumMethod):
     def kwargs(self, ctx: AutopsyContext, state: dict[str, Any], x: Tensor, sl: slice) -> dict[str, Any]:
         base = state["baseline"]
         return {"neuron_selector": state["neuron"], "n_steps": self.options.n_steps,
-                "baselines": (base if base.shape[0] == 1 else base[sl]).to(x.device).expand_as(x)}
+                "baselines": chunk_baseline(base, x, sl)}
