@@ -16,18 +16,14 @@ from torch import Tensor
 
 from cerebro.diagnostics.attribution import AttributionDiagnostic
 from cerebro.engine.attribution import MapStats, summarize_maps
+from cerebro.engine.baselines import chunk_baseline, make_baseline
 from cerebro.engine.budget import points_per_pass
 from cerebro.engine.chunking import ChunkPolicy
 from cerebro.engine.context import AutopsyContext
 from cerebro.engine.rng import seeded
 from cerebro.report.writer import DiagnosticOutput
 
-__all__ = ["CaptumMethod", "chunk_baseline"]
-
-
-def chunk_baseline(baseline: Tensor, x: Tensor, sl: slice) -> Tensor:
-    """The baseline of the chunk ``x`` (samples ``sl``): one shared ``(1, ...)`` baseline or per-sample rows."""
-    return (baseline if baseline.shape[0] == 1 else baseline[sl]).to(x.device).expand_as(x)
+__all__ = ["CaptumMethod"]
 
 
 class CaptumMethod(AttributionDiagnostic):
@@ -36,6 +32,9 @@ class CaptumMethod(AttributionDiagnostic):
     method: ClassVar[type]
     #: Forward+backward passes one sample costs (e.g. samples of SmoothGrad); sizes the chunks.
     cost: ClassVar[int] = 1
+    #: The method integrates from (or differences against) ``options.baseline``: zeros | mean | a file. The
+    #: baseline is built once in :meth:`baseline_state` and passed per chunk as ``baselines``.
+    input_baseline: ClassVar[bool] = False
 
     def make(self, ctx: AutopsyContext) -> Any:
         return self.method(ctx.forward)
@@ -48,8 +47,14 @@ class CaptumMethod(AttributionDiagnostic):
         points = points_per_pass(ctx.model, ctx.x(slice(0, 1)), ctx.memory_budget)
         return max(1, min(ctx.batch_size, points // max(1, self.cost)))
 
+    def baseline_state(self, ctx: AutopsyContext) -> dict[str, Any]:
+        """``{"baseline": (1 or N, *input)}`` for methods with an input baseline, else nothing."""
+        if not self.input_baseline:
+            return {}
+        return {"baseline": make_baseline(self.options.baseline, ctx.samples.x, owner=self.name)}
+
     def start(self, ctx: AutopsyContext, out: DiagnosticOutput) -> dict[str, Any]:
-        return {"method": self.make(ctx), "per_call": self.samples_per_call(ctx)}
+        return {"method": self.make(ctx), "per_call": self.samples_per_call(ctx), **self.baseline_state(ctx)}
 
     def blocks(self, ctx: AutopsyContext, state: dict[str, Any], samples: slice
                ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
@@ -68,7 +73,9 @@ class CaptumMethod(AttributionDiagnostic):
     def attribute(self, ctx: AutopsyContext, state: dict[str, Any], sl: slice) -> Tensor:
         """Attributions of the samples ``sl`` (one chunk)."""
         x = ctx.x(sl)
-        return state["method"].attribute(x, additional_forward_args=ctx.forward_args(sl), **self.kwargs(ctx, state, x, sl))
+        base = {"baselines": chunk_baseline(state["baseline"], x, sl)} if self.input_baseline else {}
+        return state["method"].attribute(x, additional_forward_args=ctx.forward_args(sl),
+                                         **base, **self.kwargs(ctx, state, x, sl))
 
     def to_map(self, ctx: AutopsyContext, state: dict[str, Any], attr: Tensor) -> Tensor:
         """What is stored per sample: the attributions as they are (input-shaped), by default."""

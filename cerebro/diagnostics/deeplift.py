@@ -7,14 +7,10 @@ Shrikumar, Greenside & Kundaje, "Learning Important Features Through Propagating
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from captum.attr import DeepLift as CaptumDeepLift
-from torch import Tensor
 
-from cerebro.diagnostics.captum_method import CaptumMethod, chunk_baseline
-from cerebro.diagnostics.integrated_gradients import make_baseline
-from cerebro.engine.context import AutopsyContext
+from cerebro.diagnostics.captum_method import CaptumMethod
 from cerebro.registry import register_diagnostic
 
 __all__ = ["DeepLift"]
@@ -32,10 +28,4 @@ class DeepLift(CaptumMethod):
 
     Options = DeepLiftOptions
     method = CaptumDeepLift
-
-    def start(self, ctx: AutopsyContext, out: Any) -> dict[str, Any]:
-        return {**super().start(ctx, out), "baseline": make_baseline(self.options.baseline, ctx.samples.x)}
-
-    def kwargs(self, ctx: AutopsyContext, state: dict[str, Any], x: Tensor, sl: slice) -> dict[str, Any]:
-        base = state["baseline"]
-        return {"baselines": chunk_baseline(base, x, sl)}
+    input_baseline = True

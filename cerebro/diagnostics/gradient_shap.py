@@ -14,7 +14,7 @@ from captum.attr import GradientShap as CaptumGradientShap
 from torch import Tensor
 
 from cerebro.diagnostics.captum_method import CaptumMethod
-from cerebro.diagnostics.integrated_gradients import make_baseline
+from cerebro.engine.baselines import make_baseline
 from cerebro.engine.context import AutopsyContext
 from cerebro.registry import register_diagnostic
 
@@ -51,7 +51,7 @@ class GradientShap(CaptumMethod):
             pick = torch.randperm(ctx.n, generator=g)[: o.reference_size].sort().values
             refs = torch.stack([ctx.samples.x[int(i) : int(i) + 1][0] for i in pick])
         else:
-            refs = make_baseline(o.baselines, ctx.samples.x)
+            refs = make_baseline(o.baselines, ctx.samples.x, owner=self.name)
         return {**super().start(ctx, out), "baselines": refs}
 
     def kwargs(self, ctx: AutopsyContext, state: dict[str, Any], x: Tensor, sl: slice) -> dict[str, Any]:

@@ -6,18 +6,16 @@ The integral uses Captum's approximation rules; see :mod:`cerebro.engine.integra
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from cerebro.diagnostics.attribution import AttributionDiagnostic
-from cerebro.diagnostics.captum_method import chunk_baseline
 from cerebro.engine.attribution import MapStats, summarize_maps
+from cerebro.engine.baselines import chunk_baseline, make_baseline
 from cerebro.engine.budget import points_per_pass
 from cerebro.engine.chunking import ChunkPolicy
 from cerebro.engine.context import AutopsyContext
@@ -49,30 +47,6 @@ class IntegratedGradientsOptions:
     max_steps: int = field(default=512, metadata={"min": 2})
     #: Mixed precision for the attribution passes on GPU: null | bf16 | fp16 (gradients accumulate in float32).
     autocast: Optional[str] = field(default=None, metadata={"choices": (None, *AUTOCAST)})
-
-
-def make_baseline(spec: str, x: Any, chunk: int = 256) -> Tensor:
-    """Baseline of shape ``(1, *input)`` or ``(N, *input)`` for the samples ``x`` (a tensor or a RowTensor)."""
-    n, shape = int(x.shape[0]), tuple(x.shape[1:])
-    if spec == "zeros":
-        return torch.zeros((1, *shape), dtype=x.dtype)
-    if spec == "mean":
-        total = torch.zeros(shape, dtype=torch.float64)
-        for i in range(0, n, chunk):
-            total += x[i : i + chunk].double().sum(dim=0)
-        return (total / n).to(x.dtype).unsqueeze(0)
-    if not os.path.isfile(spec):
-        raise CerebroConfigError(f"integrated_gradients.baseline {spec!r} is neither zeros|mean nor an existing file")
-    data = np.load(spec) if spec.endswith(".npy") else torch.load(spec, map_location="cpu", weights_only=True)
-    base = torch.as_tensor(np.asarray(data) if not isinstance(data, Tensor) else data, dtype=x.dtype)
-    if tuple(base.shape) == shape:
-        return base.unsqueeze(0)
-    if tuple(base.shape) == (n, *shape):
-        return base
-    raise CerebroConfigError(
-        f"baseline file {spec!r} has shape {tuple(base.shape)}; expected the input shape {shape} "
-        f"or one per sample {(n, *shape)}"
-    )
 
 
 @register_diagnostic("integrated_gradients")

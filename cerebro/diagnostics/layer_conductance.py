@@ -11,8 +11,6 @@ from typing import Any
 from captum.attr import LayerConductance as CaptumLayerConductance
 from torch import Tensor
 
-from cerebro.diagnostics.captum_method import chunk_baseline
-from cerebro.diagnostics.integrated_gradients import make_baseline
 from cerebro.diagnostics.layer_method import LayerMethod
 from cerebro.diagnostics.layers import LayerOptions
 from cerebro.engine.context import AutopsyContext
@@ -35,15 +33,11 @@ class LayerConductance(LayerMethod):
 
     Options = LayerConductanceOptions
     method = CaptumLayerConductance
+    input_baseline = True
 
     @property
     def cost(self) -> int:  # type: ignore[override]
         return self.options.n_steps + 1
 
-    def start(self, ctx: AutopsyContext, out: Any) -> dict[str, Any]:
-        return {**super().start(ctx, out), "baseline": make_baseline(self.options.baseline, ctx.samples.x)}
-
     def kwargs(self, ctx: AutopsyContext, state: dict[str, Any], x: Tensor, sl: slice) -> dict[str, Any]:
-        base = state["baseline"]
-        return {**super().kwargs(ctx, state, x, sl), "n_steps": self.options.n_steps,
-                "baselines": chunk_baseline(base, x, sl)}
+        return {**super().kwargs(ctx, state, x, sl), "n_steps": self.options.n_steps}

@@ -24,7 +24,7 @@ class LayerMethod(LayerChoice, CaptumMethod):
         name, layer = self.select_layer(ctx.model)
         info = self.inspect(ctx, name, layer)
         return {"name": name, "method": self.method(ctx.forward, layer), "per_call": self.samples_per_call(ctx),
-                **info}
+                **self.baseline_state(ctx), **info}
 
     def kwargs(self, ctx: AutopsyContext, state: dict[str, Any], x: Tensor, sl: slice) -> dict[str, Any]:
         return {"attribute_to_layer_input": state["layer_input"]}

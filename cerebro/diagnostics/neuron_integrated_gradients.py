@@ -13,8 +13,7 @@ import torch
 from captum.attr import NeuronIntegratedGradients as CaptumNeuronIG
 from torch import Tensor, nn
 
-from cerebro.diagnostics.captum_method import CaptumMethod, chunk_baseline
-from cerebro.diagnostics.integrated_gradients import make_baseline
+from cerebro.diagnostics.captum_method import CaptumMethod
 from cerebro.engine.context import AutopsyContext
 from cerebro.engine.hooks import find_module, forward_hooks, tensor_output
 from cerebro.errors import CerebroConfigError
@@ -40,6 +39,7 @@ class NeuronIntegratedGradients(CaptumMethod):
     """Which input values drive one neuron."""
 
     Options = NeuronIntegratedGradientsOptions
+    input_baseline = True
 
     def validate(self) -> None:
         if not self.options.layer or not self.options.neuron:
@@ -66,9 +66,7 @@ class NeuronIntegratedGradients(CaptumMethod):
         out.metric("layer", self.options.layer)
         out.metric("neuron", list(neuron))
         return {"method": CaptumNeuronIG(ctx.forward, layer), "per_call": self.samples_per_call(ctx),
-                "neuron": neuron, "baseline": make_baseline(self.options.baseline, ctx.samples.x)}
+                "neuron": neuron, **self.baseline_state(ctx)}
 
     def kwargs(self, ctx: AutopsyContext, state: dict[str, Any], x: Tensor, sl: slice) -> dict[str, Any]:
-        base = state["baseline"]
-        return {"neuron_selector": state["neuron"], "n_steps": self.options.n_steps,
-                "baselines": chunk_baseline(base, x, sl)}
+        return {"neuron_selector": state["neuron"], "n_steps": self.options.n_steps}

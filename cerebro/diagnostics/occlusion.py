@@ -5,7 +5,7 @@ Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks", ECCV 20
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, List, Optional
 
 from captum.attr import Occlusion as CaptumOcclusion
