@@ -31,6 +31,9 @@ class AttributionDiagnostic(Diagnostic):
     shardable: ClassVar[bool] = True
     #: Per-sample figures (input with its map) drawn for the first samples.
     sample_figures: ClassVar[int] = 4
+    #: The maps change with the explained target (false for e.g. attention rollout); target randomization in
+    #: ``sanity_checks`` applies only to target-dependent methods.
+    target_dependent: ClassVar[bool] = True
 
     def start(self, ctx: AutopsyContext, out: DiagnosticOutput) -> Any:
         """Checks and set-up on every rank (e.g. the layer); returns a state passed to :meth:`blocks`."""

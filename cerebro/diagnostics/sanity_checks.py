@@ -146,7 +146,9 @@ class SanityChecks(Diagnostic):
                 if rec["completeness"] == "fail":
                     out.flag(f"sanity check failed: {d.name} attributions do not sum to f(x) - f(baseline) "
                              f"(median relative error {np.median(rel):.2g})")
-            if ctx.target.kind == "classification" and index is not None and ctx.outputs.ndim == 2:
+            if ctx.target.kind == "classification" and not d.target_dependent:
+                rec["target_randomization"] = "not applicable (the method does not depend on the target)"
+            elif ctx.target.kind == "classification" and index is not None and ctx.outputs.ndim == 2:
                 n_classes = ctx.outputs.shape[1]
                 other = (index + torch.randint(1, n_classes, index.shape, generator=g)) % n_classes
                 shuffled = _maps(d, _subset(ctx, k, ctx.model, other))["attributions"]
