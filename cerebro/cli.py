@@ -88,7 +88,18 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """Console entry point of ``cerebro-autopsy``."""
+    """Console entry point of ``cerebro-autopsy``.
+
+    ``cerebro-autopsy compare A B [--out DIR]`` compares two autopsy folders (see :mod:`cerebro.compare`; ``--out``
+    defaults to ``<B>/compare_with_<name of A>``); anything else is the Hydra app.
+    """
+    if sys.argv[1:2] == ["compare"]:
+        from cerebro.compare import run_cli
+
+        status = run_cli(sys.argv[2:])
+        if status:
+            sys.exit(status)
+        return
     _main()
 
 

@@ -34,7 +34,8 @@ _LAYOUTS = ("auto", "channels_first", "tokens")
 @dataclass
 class LayerOptions:
     #: Dotted name of the layer (see model.named_modules()), or auto: the last transformer encoder layer if the
-    #: model has one after its last convolution, else the last Conv1d/2d/3d.
+    #: model has one after its last convolution, else the last Conv1d/2d/3d outside residual shortcuts
+    #: (modules named shortcut/downsample/skip).
     layer: str = "auto"
     #: How the layer's output is laid out: channels_first (B, C, *spatial), tokens (B, N, D) (batch_first), or auto
     #: (tokens for transformer layers, LayerNorm and Linear on 3-D outputs, channels_first otherwise).
@@ -50,8 +51,18 @@ class LayerOptions:
     layer_input: bool = False
 
 
+#: Module names of residual shortcut branches (torchvision ``downsample``, timm/others ``shortcut``, ``skip``).
+_SHORTCUTS = {"shortcut", "downsample", "skip", "skip_connection"}
+
+
 def conv_layers(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, _CONV)]
+
+
+def _main_path_convs(model: nn.Module) -> list[str]:
+    """Convolutions outside residual shortcut branches (a ResNet block registers its 1x1 shortcut after conv2)."""
+    convs = conv_layers(model)
+    return [n for n in convs if not _SHORTCUTS & set(n.split("."))] or convs
 
 
 def _transformer_layers(model: nn.Module) -> list[str]:
@@ -130,7 +141,7 @@ class LayerChoice:
     def select_layer(self, model: nn.Module) -> tuple[str, nn.Module]:
         modules = dict(model.named_modules())
         if self.options.layer == "auto":
-            convs, blocks = conv_layers(model), _transformer_layers(model)
+            convs, blocks = _main_path_convs(model), _transformer_layers(model)
             order = list(modules)
             if blocks and (not convs or order.index(blocks[-1]) > order.index(convs[-1])):
                 return blocks[-1], modules[blocks[-1]]

@@ -24,6 +24,7 @@ from cerebro.diagnostics.attribution import AttributionDiagnostic
 from cerebro.diagnostics.base import Diagnostic
 from cerebro.engine.attribution import MapStats
 from cerebro.engine.context import AutopsyContext
+from cerebro.engine.ranks import mean_abs_spearman
 from cerebro.errors import DiagnosticSkipped
 from cerebro.registry import register_diagnostic
 from cerebro.report.figures import new_figure
@@ -47,16 +48,9 @@ class SanityChecksOptions:
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean over samples of the Spearman rank correlation of ``|a|`` and ``|b|`` (ties broken by position)."""
-    def ranks(m: np.ndarray) -> np.ndarray:
-        flat = np.abs(m.reshape(m.shape[0], -1))
-        return np.argsort(np.argsort(flat, axis=1, kind="stable"), axis=1).astype(np.float64)
-
-    ra, rb = ranks(a), ranks(b)
-    ra -= ra.mean(axis=1, keepdims=True)
-    rb -= rb.mean(axis=1, keepdims=True)
-    denom = np.sqrt((ra**2).sum(1) * (rb**2).sum(1))
-    return float(np.mean(np.where(denom > 0, (ra * rb).sum(1) / np.maximum(denom, 1e-300), 0.0)))
+    """Mean over samples of the Spearman rank correlation of ``|a|`` and ``|b|`` (average ranks for ties, so the
+    pixels that are zero in both maps do not agree by their position)."""
+    return mean_abs_spearman(a, b)
 
 
 def _subset(ctx: AutopsyContext, k: int, model: nn.Module, index: torch.Tensor | None) -> AutopsyContext:
@@ -131,9 +125,13 @@ class SanityChecks(Diagnostic):
             passed = final is not None and final < o.max_correlation
             rec: dict[str, Any] = {"randomized_layers": layers, "spearman": curve, "final_spearman": final,
                                    "model_randomization": "pass" if passed else "fail"}
+            zero = float((maps["attributions"] == 0).mean())
+            rec["zero_fraction"] = zero
             if not passed:
+                why = (f"; {zero:.0%} of the map values are exactly 0 (input equal to the baseline), so the input's "
+                       "structure sets much of the ranking" if zero > 0.2 else "")
                 out.flag(f"sanity check failed: {d.name} maps barely change when the model's weights are randomized "
-                         f"(Spearman {final if final is not None else float('nan'):.2f} >= {o.max_correlation})")
+                         f"(Spearman {final if final is not None else float('nan'):.2f} >= {o.max_correlation}){why}")
             stats = MapStats()
             stats.update(maps["attributions"])
             for reason in stats.reasons():
