@@ -26,6 +26,8 @@ log = logging.getLogger("cerebro")
 SPLITS = ("val", "test", "train")
 STAGES = ("fit", "test")
 _CKPT_SUFFIXES = (".ckpt", ".pt", ".pth")
+#: The light autopsy run every ``every_n_epochs`` epochs.
+PERIODIC_DIAGNOSTICS = ("activations", {"integrated_gradients": {"n_steps": 16}})
 
 
 def _first(loader: Any) -> Any:
@@ -73,6 +75,8 @@ class ModelAutopsy(Callback):
         sampling: ``"first"`` samples in order or a seeded ``"random"`` draw.
         input_key / target_key: where input and label sit in a batch (tuple positions or dict keys).
         memory_budget_mb: activation memory per attribution pass (default: automatic).
+        eeg: ``{channel_names, sfreq, montage}`` of ``(C, T)`` inputs (names on the bars, seconds on the time
+            axis, scalp topomaps with ``cerebro[eeg]``); checked here, and against the samples' shape later.
     """
 
     def __init__(
@@ -93,6 +97,10 @@ class ModelAutopsy(Callback):
         input_key: int | str | None = None,
         target_key: int | str | None = None,
         memory_budget_mb: float | None = None,
+        eeg: Any = None,
+        every_n_epochs: int | None = None,
+        periodic_diagnostics: Any = None,
+        periodic_max_samples: int = 32,
     ) -> None:
         super().__init__()
         if not isinstance(checkpoint, (str, os.PathLike)):
@@ -115,7 +123,15 @@ class ModelAutopsy(Callback):
         if device is not None:
             resolve_device(device)
         self.config = build_config(diagnostics, target, max_samples, batch_size, sampling, seed, fail_on_error,
-                                   input_key, target_key, memory_budget_mb)
+                                   input_key, target_key, memory_budget_mb, eeg)
+        if every_n_epochs is not None and (isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int)
+                                           or every_n_epochs < 1):
+            raise CerebroConfigError(f"`every_n_epochs` must be a positive int or None, got {every_n_epochs!r}")
+        self.every_n_epochs = every_n_epochs
+        self.periodic_config = None if every_n_epochs is None else build_config(
+            PERIODIC_DIAGNOSTICS if periodic_diagnostics is None else periodic_diagnostics, target,
+            periodic_max_samples, batch_size, sampling, seed, fail_on_error, input_key, target_key, memory_budget_mb,
+            eeg)
         self.checkpoint = checkpoint
         self.split = split
         self.dataloader = dataloader
@@ -133,11 +149,19 @@ class ModelAutopsy(Callback):
     # -- Lightning hooks ------------------------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Checks that need the module (layer names) run here: before the first training step."""
-        for diag in self.config.diagnostics:
+        for diag in [*self.config.diagnostics, *(self.periodic_config.diagnostics if self.periodic_config else [])]:
             diag.check_model(pl_module)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._train_device = pl_module.device
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # After this epoch's validation, in the training context (gradients on, not inference mode).
+        k = self.every_n_epochs
+        if k is None or trainer.sanity_checking or (trainer.current_epoch + 1) % k:
+            return
+        out = self._output_dir(trainer, "fit") / "epochs" / f"epoch_{trainer.current_epoch:03d}"
+        self._run(trainer, pl_module, "epoch", config=self.periodic_config, out=out, checkpoint="live")
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Runs after every checkpoint callback finished (EarlyStopping included), whatever the callback order.
@@ -175,14 +199,21 @@ class ModelAutopsy(Callback):
         root = Path(self.output_dir) if self.output_dir else Path(trainer.log_dir or trainer.default_root_dir) / "autopsy"
         return root if stage == self.run_on[0] else root.with_name(f"{root.name}_{stage}")
 
-    def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def _history(self) -> list[tuple[int, str]]:
+        """``(epoch, folder)`` of the periodic autopsies so far (kept in the callback's state across resumes)."""
+        return [(r["epoch"], r["output_dir"]) for r in self.runs if r["stage"] == "epoch" and r["status"] != "failed"]
+
+    def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str, config: Any = None,
+             out: Path | None = None, checkpoint: str | None = None) -> None:
         # Under DDP every rank takes part (each computes its share of the attributions; rank 0 writes the report).
         comm = Comm.current()
         if comm.world == 1 and not trainer.is_global_zero:
             return
-        out = self._output_dir(trainer, stage)
+        config = config or self.config
+        out = out or self._output_dir(trainer, stage)
+        history = self._history() if stage == "fit" else []
         try:
-            info = resolve_checkpoint(trainer, self.checkpoint)
+            info = resolve_checkpoint(trainer, checkpoint or self.checkpoint)
             if info.fallback_reason:
                 rank_zero_warn(f"cerebro: {info.fallback_reason}")
             loader, source = self._loader(trainer, pl_module)
@@ -191,15 +222,16 @@ class ModelAutopsy(Callback):
             elif comm.world > 1:
                 loader = _undistributed(loader)
             device = resolve_device(self.device) if self.device is not None else (self._train_device or pl_module.device)
-            summary = execute(pl_module, loader, self.config, out, info, device, source=source,
-                              loggers=trainer.loggers, step=trainer.global_step, comm=comm)
+            summary = execute(pl_module, loader, config, out, info, device, source=source,
+                              loggers=trainer.loggers, step=trainer.global_step, comm=comm, history=history)
         except AutopsyFailure:
             raise
         except Exception as err:  # noqa: BLE001 - never break the user's run unless strict
-            if self.config.fail_on_error:
+            if config.fail_on_error:
                 raise AutopsyFailure(f"cerebro autopsy failed: {err}") from err
             log.warning("cerebro: autopsy after %s failed: %s", stage, err)
             summary = {"status": "failed", "reason": str(err)}
         self.last_summary = summary
-        self.runs.append({"stage": stage, "status": summary["status"], "output_dir": str(out)})
+        self.runs.append({"stage": stage, "status": summary["status"], "output_dir": str(out),
+                          **({"epoch": trainer.current_epoch} if stage == "epoch" else {})})
         log.info("cerebro: autopsy after %s: %s, report at %s", stage, summary["status"], out / "report.html")

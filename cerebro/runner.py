@@ -30,6 +30,9 @@ from cerebro.engine.distributed import SINGLE, Comm
 from cerebro.engine.rng import preserved_rng
 from cerebro.errors import AutopsyAbort, AutopsyFailure, CerebroConfigError, DiagnosticSkipped, choice_error
 from cerebro.model_source import CheckpointInfo, prepare_model, sha256_file
+from cerebro.report.drift import write_drift
+from cerebro.report.eeg import EEGInfo, build_eeg_info
+from cerebro.report.gallery import write_gallery
 from cerebro.report.html import write_html
 from cerebro.report.loggers import log_summary
 from cerebro.report.writer import ReportWriter
@@ -55,6 +58,7 @@ class AutopsyConfig:
     fail_on_error: bool = False
     batch: BatchSpec = field(default_factory=BatchSpec)
     memory_budget_mb: float | None = None
+    eeg: EEGInfo | None = None
 
     def resolved(self) -> list[dict[str, Any]]:
         return [d.config() for d in self.diagnostics]
@@ -78,6 +82,7 @@ def build_config(
     input_key: int | str | None = None,
     target_key: int | str | None = None,
     memory_budget_mb: float | None = None,
+    eeg: Any = None,
 ) -> AutopsyConfig:
     """Validate every option; raises :class:`CerebroConfigError` naming the bad value and the valid choices."""
     _positive_int("max_samples", max_samples)
@@ -101,6 +106,7 @@ def build_config(
         fail_on_error=fail_on_error,
         batch=BatchSpec(input_key, target_key, keep=adapter.batch_inputs()),
         memory_budget_mb=memory_budget_mb,
+        eeg=build_eeg_info(eeg),
     )
 
 
@@ -212,6 +218,23 @@ def _prepare(model: nn.Module, data: Iterable[Any] | SampleSet, config: AutopsyC
                           extras={"diagnostics": list(config.diagnostics)})
 
 
+def _eeg_views(info: EEGInfo | None, ctx: AutopsyContext, summary: dict[str, Any]) -> EEGInfo | None:
+    """The EEG description when it fits the samples; a mismatch is reported, and the plain views are drawn."""
+    if info is None:
+        return None
+    shape = tuple(ctx.samples.input_shape)
+    try:
+        if len(shape) != 2:
+            raise CerebroConfigError(f"eeg: channel names and montage need (channels, time) inputs, got {shape}")
+        info.check(shape[0], "eeg")
+    except CerebroConfigError as err:
+        summary["eeg"] = {"error": str(err)}
+        log.warning("cerebro: EEG views off: %s", err)
+        return None
+    summary["eeg"] = {"channel_names": info.channel_names, "sfreq": info.sfreq, "montage": info.montage}
+    return info
+
+
 def _diagnose(ctx: AutopsyContext, config: AutopsyConfig, writer: ReportWriter, summary: dict[str, Any]) -> None:
     """Each diagnostic in isolation. Under DDP, attribution diagnostics run on every rank (each on its share of the
     samples) and the others on rank 0 only; every rank takes the same decisions, so none waits for another."""
@@ -231,6 +254,11 @@ def _diagnose(ctx: AutopsyContext, config: AutopsyConfig, writer: ReportWriter, 
         failed = comm.is_main and config.fail_on_error and records[diag.name]["status"] == "failed"
         if any(comm.all_gather(failed)):
             stopped_by = diag.name
+    if comm.is_main:
+        try:
+            write_gallery(ctx, writer, summary)
+        except Exception as err:  # noqa: BLE001 - the gallery is a view; its failure never costs the report
+            log.warning("cerebro: could not draw the worst-case gallery: %s: %s", type(err).__name__, err)
 
 
 def execute(
@@ -244,10 +272,12 @@ def execute(
     loggers: Sequence[Any] = (),
     step: int | None = None,
     comm: Comm = SINGLE,
+    history: Sequence[tuple[int, str | Path]] = (),
 ) -> dict[str, Any]:
     """Run a validated autopsy and write the report; returns the summary dict (also ``summary.json``).
 
     Under DDP (``comm`` with several ranks) every rank calls this with the same samples; rank 0 writes the report.
+    ``history``: ``(epoch, folder)`` of periodic autopsies during training, summarised as ``drift``.
     """
     checkpoint = checkpoint or CheckpointInfo(source="live")
     device = device or resolve_device(None, model)
@@ -285,6 +315,7 @@ def execute(
             error = comm.first_error(error)  # every rank stops if any rank cannot go on
             if error is None:
                 assert ctx is not None
+                writer.eeg = _eeg_views(config.eeg, ctx, summary)
                 _diagnose(ctx, config, writer, summary)
                 summary["status"], summary["reason"] = _status(summary["diagnostics"])
             else:
@@ -294,10 +325,15 @@ def execute(
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
     summary["seconds"] = round(time.perf_counter() - t_start, 4)
+    if comm.is_main and history:
+        try:
+            summary["drift"] = write_drift(writer, history)
+        except Exception as err:  # noqa: BLE001 - a view over earlier runs never costs this report
+            summary["drift"] = {"error": f"{type(err).__name__}: {err}"}
     if comm.is_main:
         writer.write_summary(summary)
         write_html(writer, summary)
-        log_summary(loggers, summary, step)
+        log_summary(loggers, summary, step, root=writer.root)
     if summary["status"] != "ok":
         msg = f"cerebro autopsy {summary['status']}: {summary['reason']} (report: {Path(output_dir)})"
         if config.fail_on_error:
@@ -324,6 +360,7 @@ def run_autopsy(
     target_key: int | str | None = None,
     memory_budget_mb: float | None = None,
     loggers: Sequence[Any] = (),
+    eeg: Any = None,
 ) -> dict[str, Any]:
     """Run a model autopsy on ``model`` (an ``nn.Module`` or ``LightningModule``) over ``dataloader``.
 
@@ -343,12 +380,14 @@ def run_autopsy(
         input_key / target_key: positions (tuples) or keys (dicts) of the input and the label in a batch.
         memory_budget_mb: bytes of activations per pass for batching attribution passes (default: automatic).
         loggers: Lightning loggers that receive the scalar metrics under ``autopsy/``.
+        eeg: ``{channel_names, sfreq, montage}`` of ``(C, T)`` inputs: channel names on the bars, time in
+            seconds, scalp topomaps (montage needs ``cerebro[eeg]``).
 
     Returns:
         The summary, as written to ``<output_dir>/summary.json``.
     """
     config = build_config(diagnostics, target, max_samples, batch_size, sampling, seed, fail_on_error,
-                          input_key, target_key, memory_budget_mb)
+                          input_key, target_key, memory_budget_mb, eeg)
     dev = resolve_device(device, model)
     info = CheckpointInfo(source="path", path=str(checkpoint)) if checkpoint not in (None, "live") else None
     return execute(model, dataloader, config, output_dir, info, dev, loggers=loggers)

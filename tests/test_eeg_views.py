@@ -185,3 +185,49 @@ def test_missing_mne_says_how_to_install(monkeypatch):
     with pytest.raises(CerebroConfigError, match=r"pip install 'cerebro\[eeg\]'"):
         EEGInfo(["E1"], None, MONTAGE).check(1, "ig")
     EEGInfo(["E1"], 100.0, None).check(1, "ig")  # no montage: mne not needed
+
+
+# -- wired into the autopsy: the `eeg` option of run_autopsy / ModelAutopsy ---------------------------------------
+def test_autopsy_draws_named_channels_seconds_and_a_topomap(tmp_path) -> None:
+    import mne
+    import torch
+
+    from cerebro import run_autopsy
+    from tests.models import TinyConv1d
+
+    names = mne.channels.make_standard_montage("GSN-HydroCel-129").ch_names
+    x, y = torch.randn(4, 129, 32), torch.randn(4, 1)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=4)
+    summary = run_autopsy(TinyConv1d(n_chans=129, n_times=32).eval(), loader, output_dir=tmp_path,
+                          diagnostics=[{"integrated_gradients": {"n_steps": 4}}],
+                          eeg={"channel_names": names, "sfreq": 100, "montage": "GSN-HydroCel-129"})
+    rec = summary["diagnostics"]["integrated_gradients"]
+    assert rec["status"] == "ok", rec["reason"]
+    assert summary["eeg"] == {"channel_names": names, "sfreq": 100, "montage": "GSN-HydroCel-129"}
+    channel = np.load(tmp_path / "arrays" / "integrated_gradients" / "channel_importance.npy")
+    assert rec["metrics"]["top_channel_names"] == [names[i] for i in np.argsort(-channel)[:10]]
+    time = np.load(tmp_path / "arrays" / "integrated_gradients" / "time_importance.npy")
+    assert rec["metrics"]["peak_time_s"] == pytest.approx(np.argmax(time) / 100)
+    for key in ("topomap", "channels", "time"):
+        assert f"figures/integrated_gradients_{key}.png" in rec["artifacts"]
+        assert (tmp_path / "figures" / f"integrated_gradients_{key}.png").stat().st_size > 5000
+
+
+def test_eeg_option_mistakes(tmp_path) -> None:
+    import torch
+
+    from cerebro import ModelAutopsy, run_autopsy
+    from tests.models import TinyConv1d
+
+    with pytest.raises(CerebroConfigError, match="Did you mean 'GSN-HydroCel-129'"):
+        ModelAutopsy(eeg={"channel_names": ["E1"], "montage": "GSN-Hydrocel-129"})
+    with pytest.raises(CerebroConfigError, match="eeg option"):
+        ModelAutopsy(eeg={"sfrq": 100})
+    names_file = tmp_path / "names.txt"
+    names_file.write_text("a\nb\nc\n")
+    # three names for a four-channel input: reported in the summary, the diagnostics still run with plain views
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(4, 4, 32), torch.randn(4, 1)))
+    summary = run_autopsy(TinyConv1d().eval(), loader, output_dir=tmp_path / "out", eeg={"channel_names": str(names_file)},
+                          diagnostics=[{"integrated_gradients": {"n_steps": 4}}])
+    assert summary["eeg"]["error"] == "eeg: 3 channel_names given but the input has 4 channels."
+    assert summary["diagnostics"]["integrated_gradients"]["status"] == "ok"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from cerebro.report.figures import bar, heatmap, line
@@ -52,7 +54,10 @@ def summarize_maps(out: DiagnosticOutput, mean_abs: np.ndarray, input_shape: tup
     """Summaries of the mean absolute map (shape ``input_shape`` or ``(1, *spatial)``): channel/time importance for
     ``(C, T)`` signals, a spatial heatmap for images, bars for flat features."""
     m = np.asarray(mean_abs, dtype=np.float64)
-    if len(input_shape) == 2:  # (channels, time) signals
+    eeg = getattr(out.writer, "eeg", None)
+    if len(input_shape) == 2 and eeg is not None:  # named channels, seconds, scalp topomap
+        _eeg_summaries(out, m, input_shape, what, eeg)
+    elif len(input_shape) == 2:  # (channels, time) signals
         c, t = input_shape
         if m.shape == (c, t):
             out.metric("channel_importance", m.mean(axis=1))
@@ -74,3 +79,27 @@ def summarize_maps(out: DiagnosticOutput, mean_abs: np.ndarray, input_shape: tup
         out.array("feature_importance", feat)
         out.figure(bar([str(i) for i in range(feat.size)], feat, f"{what}: importance per feature",
                        "mean |attribution|"), "features")
+
+
+def _eeg_summaries(out: DiagnosticOutput, m: np.ndarray, input_shape: tuple[int, ...], what: str, eeg: Any) -> None:
+    from cerebro.report.eeg import eeg_figures, time_course
+
+    c, t = input_shape
+    time = m.reshape(-1, m.shape[-1]).mean(axis=0)
+    out.array("time_importance", time)
+    out.metric("peak_time_index", int(np.argmax(time)))
+    if eeg.sfreq:
+        out.metric("peak_time_s", float(np.argmax(time) / eeg.sfreq))
+    if m.shape != (c, t):  # a layer map over time only
+        out.figure(time_course(time, eeg.sfreq, f"{what}: importance over time"), "time")
+        return
+    channel = m.mean(axis=1)
+    out.metric("channel_importance", channel)
+    out.array("channel_importance", channel)
+    top = np.argsort(-channel)[:10]
+    out.metric("top_channels", top)
+    if eeg.channel_names:
+        out.metric("top_channel_names", [eeg.channel_names[i] for i in top])
+    out.figure(heatmap(m, f"{what}: mean |attribution|, channel x time", "time sample", "channel"), "heatmap")
+    for key, fig in eeg_figures(m, eeg, what).items():
+        out.figure(fig, key)

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from cerebro.errors import CerebroConfigError, choice_error, suggest
 from cerebro.report.figures import bar, new_figure
 
-__all__ = ["EEGInfo", "eeg_importance", "channel_bars", "time_course", "topomap", "eeg_figures"]
+__all__ = ["EEGInfo", "build_eeg_info", "eeg_importance", "channel_bars", "time_course", "topomap", "eeg_figures"]
 
 #: Above this many channels, :func:`channel_bars` shows only the ``AUTO_TOP`` most important ones.
 MAX_BARS = 40
@@ -151,3 +151,36 @@ def eeg_figures(mean_abs_map: np.ndarray, info: EEGInfo, title: str) -> dict[str
     if info.montage is not None and info.channel_names is not None:
         figs["topomap"] = topomap(channel, info.channel_names, info.montage, f"{title}: importance on the scalp")
     return figs
+
+
+def build_eeg_info(spec: Any) -> EEGInfo | None:
+    """An :class:`EEGInfo` from the ``eeg`` option: ``None``, an EEGInfo, or ``{channel_names, sfreq, montage}``
+    where ``channel_names`` is a list or the path of a text file with one name per line. Checks what it can
+    without the input (types, sampling rate, montage and names); the channel count is checked on the samples."""
+    if spec is None or isinstance(spec, EEGInfo):
+        return spec
+    if hasattr(spec, "items") and not isinstance(spec, dict):  # OmegaConf DictConfig
+        from omegaconf import OmegaConf
+
+        spec = OmegaConf.to_container(spec, resolve=True)
+    if not isinstance(spec, dict):
+        raise CerebroConfigError(f"`eeg` must be a mapping with channel_names, sfreq and montage, got {spec!r}")
+    keys = ("channel_names", "sfreq", "montage")
+    for key in spec:
+        if key not in keys:
+            raise choice_error("eeg option", key, keys)
+    names = spec.get("channel_names")
+    if isinstance(names, str):
+        try:
+            with open(names, encoding="utf-8") as f:
+                names = [line.strip() for line in f if line.strip()]
+        except OSError as err:
+            raise CerebroConfigError(f"`eeg.channel_names`: cannot read the channel-name file {names!r}: {err}")
+    if names is not None and (not isinstance(names, (list, tuple)) or not all(isinstance(n, (str, int)) for n in names)):
+        raise CerebroConfigError(f"`eeg.channel_names` must be a list of names or a file path, got {names!r}")
+    montage = spec.get("montage")
+    if montage is not None and not isinstance(montage, str):
+        raise CerebroConfigError(f"`eeg.montage` must be a montage name, got {montage!r}")
+    info = EEGInfo([str(n) for n in names] if names is not None else None, spec.get("sfreq"), montage)
+    info.check(len(info.channel_names) if info.channel_names else 0, "eeg")
+    return info

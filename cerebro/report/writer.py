@@ -52,6 +52,8 @@ class ReportWriter:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        #: EEG channel names / sampling rate / montage of (C, T) inputs, for the figures (``cerebro.report.eeg``).
+        self.eeg: Any = None
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "figures").mkdir(exist_ok=True)
         (self.root / "arrays").mkdir(exist_ok=True)
