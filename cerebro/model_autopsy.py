@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from cerebro.engine.distributed import Comm
 from cerebro.errors import AutopsyFailure, CerebroConfigError, choice_error
 from cerebro.model_source import CHECKPOINT_CHOICES, resolve_checkpoint
+from cerebro.report.progress import progress_for
 from cerebro.runner import build_config, execute, resolve_device
 from cerebro.targets import TargetAdapter
 
@@ -223,7 +224,8 @@ class ModelAutopsy(Callback):
                 loader = _undistributed(loader)
             device = resolve_device(self.device) if self.device is not None else (self._train_device or pl_module.device)
             summary = execute(pl_module, loader, config, out, info, device, source=source,
-                              loggers=trainer.loggers, step=trainer.global_step, comm=comm, history=history)
+                              loggers=trainer.loggers, step=trainer.global_step, comm=comm, history=history,
+                              progress=progress_for(trainer))
         except AutopsyFailure:
             raise
         except Exception as err:  # noqa: BLE001 - never break the user's run unless strict

@@ -34,6 +34,7 @@ from cerebro.report.drift import write_drift
 from cerebro.report.eeg import EEGInfo, build_eeg_info
 from cerebro.report.gallery import write_gallery
 from cerebro.report.html import write_html
+from cerebro.report.progress import Progress, progress_for
 from cerebro.report.loggers import log_summary
 from cerebro.report.writer import ReportWriter
 from cerebro.samples import BatchSpec, SampleSet, collect_samples
@@ -235,7 +236,8 @@ def _eeg_views(info: EEGInfo | None, ctx: AutopsyContext, summary: dict[str, Any
     return info
 
 
-def _diagnose(ctx: AutopsyContext, config: AutopsyConfig, writer: ReportWriter, summary: dict[str, Any]) -> None:
+def _diagnose(ctx: AutopsyContext, config: AutopsyConfig, writer: ReportWriter, summary: dict[str, Any],
+              bar: Progress) -> None:
     """Each diagnostic in isolation. Under DDP, attribution diagnostics run on every rank (each on its share of the
     samples) and the others on rank 0 only; every rank takes the same decisions, so none waits for another."""
     records: dict[str, dict[str, Any]] = summary["diagnostics"]
@@ -246,8 +248,11 @@ def _diagnose(ctx: AutopsyContext, config: AutopsyConfig, writer: ReportWriter, 
             records[diag.name] = {"status": "skipped", "seconds": 0.0, "metrics": {}, "flags": [], "artifacts": [],
                                   "reason": f"not run: strict mode stopped after {stopped_by!r} failed"}
             continue
+        bar.running(diag.name)
         if comm.is_main or getattr(diag, "shardable", False):
             records[diag.name] = _run_one(diag, ctx, writer)
+        if comm.is_main:
+            bar.done(diag.name, records[diag.name]["status"])
         if comm.is_main:
             summary["status"], summary["reason"] = "partial", "autopsy in progress"
             writer.write_summary(summary)
@@ -273,11 +278,14 @@ def execute(
     step: int | None = None,
     comm: Comm = SINGLE,
     history: Sequence[tuple[int, str | Path]] = (),
+    progress: str | None = None,
+    progress_stream: Any = None,
 ) -> dict[str, Any]:
     """Run a validated autopsy and write the report; returns the summary dict (also ``summary.json``).
 
     Under DDP (``comm`` with several ranks) every rank calls this with the same samples; rank 0 writes the report.
     ``history``: ``(epoch, folder)`` of periodic autopsies during training, summarised as ``drift``.
+    ``progress``: ``"tqdm"``, ``"rich"`` or ``None`` (silent), see :func:`cerebro.report.progress.progress_for`.
     """
     checkpoint = checkpoint or CheckpointInfo(source="live")
     device = device or resolve_device(None, model)
@@ -316,7 +324,8 @@ def execute(
             if error is None:
                 assert ctx is not None
                 writer.eeg = _eeg_views(config.eeg, ctx, summary)
-                _diagnose(ctx, config, writer, summary)
+                with Progress(len(config.diagnostics), progress if comm.is_main else None, progress_stream) as bar:
+                    _diagnose(ctx, config, writer, summary, bar)
                 summary["status"], summary["reason"] = _status(summary["diagnostics"])
             else:
                 summary["status"], summary["reason"] = "failed", error
@@ -361,6 +370,8 @@ def run_autopsy(
     memory_budget_mb: float | None = None,
     loggers: Sequence[Any] = (),
     eeg: Any = None,
+    progress: bool | None = None,
+    progress_stream: Any = None,
 ) -> dict[str, Any]:
     """Run a model autopsy on ``model`` (an ``nn.Module`` or ``LightningModule``) over ``dataloader``.
 
@@ -382,6 +393,8 @@ def run_autopsy(
         loggers: Lightning loggers that receive the scalar metrics under ``autopsy/``.
         eeg: ``{channel_names, sfreq, montage}`` of ``(C, T)`` inputs: channel names on the bars, time in
             seconds, scalp topomaps (montage needs ``cerebro[eeg]``).
+        progress: a bar with one step per diagnostic; ``None`` = only when ``progress_stream`` (default stderr)
+            is a terminal.
 
     Returns:
         The summary, as written to ``<output_dir>/summary.json``.
@@ -390,4 +403,5 @@ def run_autopsy(
                           input_key, target_key, memory_budget_mb, eeg)
     dev = resolve_device(device, model)
     info = CheckpointInfo(source="path", path=str(checkpoint)) if checkpoint not in (None, "live") else None
-    return execute(model, dataloader, config, output_dir, info, dev, loggers=loggers)
+    return execute(model, dataloader, config, output_dir, info, dev, loggers=loggers,
+                   progress=progress_for(None, progress, progress_stream), progress_stream=progress_stream)
