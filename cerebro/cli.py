@@ -27,7 +27,8 @@ from cerebro.runner import build_config, execute, resolve_device
 __all__ = ["main", "run_from_config", "build_model"]
 
 # Keys of the autopsy group that configure the callback only, not the engine.
-_CALLBACK_ONLY = ("_target_", "checkpoint", "split", "dataloader", "output_dir", "run_on", "device")
+_CALLBACK_ONLY = ("_target_", "checkpoint", "split", "dataloader", "output_dir", "run_on", "device",
+                  "every_n_epochs", "periodic_diagnostics", "periodic_max_samples")
 
 
 def build_model(spec: Any, checkpoint: str) -> nn.Module:

@@ -78,6 +78,15 @@ class ModelAutopsy(Callback):
         memory_budget_mb: activation memory per attribution pass (default: automatic).
         eeg: ``{channel_names, sfreq, montage}`` of ``(C, T)`` inputs (names on the bars, seconds on the time
             axis, scalp topomaps with ``cerebro[eeg]``); checked here, and against the samples' shape later.
+        every_n_epochs: also run a light autopsy of the live module every k training epochs (after validation,
+            on the same split), into ``<output_dir>/epochs/epoch_<k>``; the final report shows the attribution
+            drift and dead-unit fraction over these epochs. ``None`` = off.
+        periodic_diagnostics: the diagnostics of the periodic autopsies (default: activations and
+            integrated_gradients with 16 steps).
+        periodic_max_samples: samples studied by each periodic autopsy.
+        time_budget_s / total_time_budget_s: seconds one diagnostic / the whole autopsy may take (a diagnostic
+            past its budget is ``failed`` with the reason; the others still run).
+        resume: re-running into the same folder on the same checkpoint file skips diagnostics already finished.
     """
 
     def __init__(
@@ -102,6 +111,9 @@ class ModelAutopsy(Callback):
         every_n_epochs: int | None = None,
         periodic_diagnostics: Any = None,
         periodic_max_samples: int = 32,
+        time_budget_s: float | None = None,
+        total_time_budget_s: float | None = None,
+        resume: bool = True,
     ) -> None:
         super().__init__()
         if not isinstance(checkpoint, (str, os.PathLike)):
@@ -124,7 +136,8 @@ class ModelAutopsy(Callback):
         if device is not None:
             resolve_device(device)
         self.config = build_config(diagnostics, target, max_samples, batch_size, sampling, seed, fail_on_error,
-                                   input_key, target_key, memory_budget_mb, eeg)
+                                   input_key, target_key, memory_budget_mb, eeg, time_budget_s,
+                                   total_time_budget_s, resume)
         if every_n_epochs is not None and (isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int)
                                            or every_n_epochs < 1):
             raise CerebroConfigError(f"`every_n_epochs` must be a positive int or None, got {every_n_epochs!r}")
@@ -132,7 +145,7 @@ class ModelAutopsy(Callback):
         self.periodic_config = None if every_n_epochs is None else build_config(
             PERIODIC_DIAGNOSTICS if periodic_diagnostics is None else periodic_diagnostics, target,
             periodic_max_samples, batch_size, sampling, seed, fail_on_error, input_key, target_key, memory_budget_mb,
-            eeg)
+            eeg, time_budget_s, total_time_budget_s, resume=False)
         self.checkpoint = checkpoint
         self.split = split
         self.dataloader = dataloader
@@ -173,6 +186,15 @@ class ModelAutopsy(Callback):
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if "test" in self.run_on:
             self._run(trainer, pl_module, "test")
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        # Training failed: no autopsy of a half-trained module, and nothing here may mask the original error.
+        try:
+            self.runs.append({"stage": "exception", "status": "not run",
+                              "reason": f"training stopped by {type(exception).__name__}: {exception}"[:500]})
+            log.info("cerebro: no autopsy, training stopped by %s", type(exception).__name__)
+        except Exception:  # noqa: BLE001, S110 - never replace the user's exception with ours
+            pass
 
     def state_dict(self) -> dict[str, Any]:
         return {"runs": [dict(r) for r in self.runs]}

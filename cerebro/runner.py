@@ -7,6 +7,7 @@ Both the :class:`~cerebro.ModelAutopsy` callback and the ``cerebro-autopsy`` scr
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import logging
 import shutil
 import tempfile
@@ -36,7 +37,7 @@ from cerebro.report.gallery import write_gallery
 from cerebro.report.html import write_html
 from cerebro.report.progress import Progress, progress_for
 from cerebro.report.loggers import log_summary
-from cerebro.report.writer import ReportWriter
+from cerebro.report.writer import ReportWriter, jsonable
 from cerebro.samples import BatchSpec, SampleSet, collect_samples
 from cerebro.targets import TargetAdapter, build_target
 
@@ -60,6 +61,9 @@ class AutopsyConfig:
     batch: BatchSpec = field(default_factory=BatchSpec)
     memory_budget_mb: float | None = None
     eeg: EEGInfo | None = None
+    time_budget_s: float | None = None
+    total_time_budget_s: float | None = None
+    resume: bool = True
 
     def resolved(self) -> list[dict[str, Any]]:
         return [d.config() for d in self.diagnostics]
@@ -84,6 +88,9 @@ def build_config(
     target_key: int | str | None = None,
     memory_budget_mb: float | None = None,
     eeg: Any = None,
+    time_budget_s: float | None = None,
+    total_time_budget_s: float | None = None,
+    resume: bool = True,
 ) -> AutopsyConfig:
     """Validate every option; raises :class:`CerebroConfigError` naming the bad value and the valid choices."""
     _positive_int("max_samples", max_samples)
@@ -96,6 +103,11 @@ def build_config(
         raise CerebroConfigError(f"`fail_on_error` must be a bool, got {fail_on_error!r}")
     if memory_budget_mb is not None and (isinstance(memory_budget_mb, bool) or not memory_budget_mb > 0):
         raise CerebroConfigError(f"`memory_budget_mb` must be a positive number or None, got {memory_budget_mb!r}")
+    for name, value in (("time_budget_s", time_budget_s), ("total_time_budget_s", total_time_budget_s)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+            raise CerebroConfigError(f"`{name}` must be a positive number of seconds or None, got {value!r}")
+    if not isinstance(resume, bool):
+        raise CerebroConfigError(f"`resume` must be a bool, got {resume!r}")
     adapter = build_target(target)
     return AutopsyConfig(
         diagnostics=parse_diagnostics(diagnostics),
@@ -108,6 +120,9 @@ def build_config(
         batch=BatchSpec(input_key, target_key, keep=adapter.batch_inputs()),
         memory_budget_mb=memory_budget_mb,
         eeg=build_eeg_info(eeg),
+        time_budget_s=time_budget_s,
+        total_time_budget_s=total_time_budget_s,
+        resume=resume,
     )
 
 
@@ -144,6 +159,9 @@ def _run_one(diag: Diagnostic, ctx: AutopsyContext, writer: ReportWriter) -> dic
             if isinstance(ctx.observed.get(diag.name), BaseException):
                 raise ctx.observed.pop(diag.name)  # its hook failed during the shared forward pass
             diag.run(ctx, out)
+        except KeyboardInterrupt:
+            writer.discard(out.artifacts)  # half-written files never read as results
+            raise
         except DiagnosticSkipped as why:
             status, reason = "skipped", str(why)
             writer.discard(out.artifacts)
@@ -219,6 +237,19 @@ def _prepare(model: nn.Module, data: Iterable[Any] | SampleSet, config: AutopsyC
                           extras={"diagnostics": list(config.diagnostics)})
 
 
+def _interrupted(config: AutopsyConfig, writer: ReportWriter, summary: dict[str, Any], comm: Comm) -> None:
+    """Ctrl-C during the diagnostics: what finished is kept, and a valid ``partial`` summary and report say so."""
+    records = summary["diagnostics"]
+    running = next((d.name for d in config.diagnostics if d.name not in records), None)
+    for diag in config.diagnostics:
+        records.setdefault(diag.name, _not_run("not run: the autopsy was interrupted (KeyboardInterrupt)"))
+    summary["status"] = "partial"
+    summary["reason"] = f"interrupted (KeyboardInterrupt) while running {running!r}; finished diagnostics are kept"
+    if comm.is_main:
+        writer.write_summary(summary)
+        write_html(writer, summary)
+
+
 def _eeg_views(info: EEGInfo | None, ctx: AutopsyContext, summary: dict[str, Any]) -> EEGInfo | None:
     """The EEG description when it fits the samples; a mismatch is reported, and the plain views are drawn."""
     if info is None:
@@ -236,18 +267,56 @@ def _eeg_views(info: EEGInfo | None, ctx: AutopsyContext, summary: dict[str, Any
     return info
 
 
+def _not_run(reason: str) -> dict[str, Any]:
+    return {"status": "skipped", "seconds": 0.0, "metrics": {}, "flags": [], "artifacts": [], "reason": reason}
+
+
+def _finished_before(root: Path, summary: dict[str, Any], config: AutopsyConfig) -> dict[str, dict[str, Any]]:
+    """Records of diagnostics a previous autopsy in ``root`` finished on the same checkpoint file (sha256), samples,
+    target and options, whose files are all there: re-running skips them (``resumed: true``)."""
+    try:
+        previous = json.loads((root / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    same = ("checkpoint", "n_samples", "samples", "target")
+    sha = (summary.get("checkpoint") or {}).get("sha256")
+    if not config.resume or sha is None or not isinstance(previous, dict) or any(
+            jsonable(previous.get(k)) != jsonable(summary.get(k)) for k in same):
+        return {}
+    options = {next(iter(c)): c for c in previous.get("config") or [] if isinstance(c, dict) and len(c) == 1}
+    done = {}
+    for diag in config.diagnostics:
+        rec = (previous.get("diagnostics") or {}).get(diag.name)
+        if (rec and rec.get("status") == "ok" and jsonable(options.get(diag.name)) == jsonable(diag.config())
+                and all((root / a).is_file() for a in rec.get("artifacts", []))):
+            done[diag.name] = {**rec, "resumed": True}
+    return done
+
+
 def _diagnose(ctx: AutopsyContext, config: AutopsyConfig, writer: ReportWriter, summary: dict[str, Any],
-              bar: Progress) -> None:
+              bar: Progress, total_deadline: float | None = None) -> None:
     """Each diagnostic in isolation. Under DDP, attribution diagnostics run on every rank (each on its share of the
     samples) and the others on rank 0 only; every rank takes the same decisions, so none waits for another."""
     records: dict[str, dict[str, Any]] = summary["diagnostics"]
     comm = ctx.comm
     stopped_by = None
+    finished = comm.all_gather(_finished_before(writer.root, summary, config) if comm.is_main else None)[0]
     for diag in config.diagnostics:
+        if stopped_by is None and total_deadline is not None and any(comm.all_gather(time.monotonic() >= total_deadline)):
+            stopped_by = f"the autopsy's total time budget of {config.total_time_budget_s:g} s is spent"
         if stopped_by is not None:
-            records[diag.name] = {"status": "skipped", "seconds": 0.0, "metrics": {}, "flags": [], "artifacts": [],
-                                  "reason": f"not run: strict mode stopped after {stopped_by!r} failed"}
+            records[diag.name] = _not_run(f"not run: {stopped_by}")
             continue
+        if diag.name in finished:
+            records[diag.name] = finished[diag.name]
+            bar.done(diag.name, "resumed")
+            continue
+        ctx.deadline, ctx.deadline_reason = total_deadline, (
+            f"{diag.name} stopped: the autopsy's total time budget of {config.total_time_budget_s} s is spent")
+        if config.time_budget_s is not None and (ctx.deadline is None
+                                                 or time.monotonic() + config.time_budget_s < ctx.deadline):
+            ctx.deadline = time.monotonic() + config.time_budget_s
+            ctx.deadline_reason = f"{diag.name} ran past its time budget of {config.time_budget_s:g} s (time_budget_s)"
         bar.running(diag.name)
         if comm.is_main or getattr(diag, "shardable", False):
             records[diag.name] = _run_one(diag, ctx, writer)
@@ -258,7 +327,8 @@ def _diagnose(ctx: AutopsyContext, config: AutopsyConfig, writer: ReportWriter, 
             writer.write_summary(summary)
         failed = comm.is_main and config.fail_on_error and records[diag.name]["status"] == "failed"
         if any(comm.all_gather(failed)):
-            stopped_by = diag.name
+            stopped_by = f"strict mode stopped after {diag.name!r} failed"
+    ctx.deadline = None
     if comm.is_main:
         try:
             write_gallery(ctx, writer, summary)
@@ -291,7 +361,7 @@ def execute(
     device = device or resolve_device(None, model)
     scratch = None if comm.is_main else tempfile.mkdtemp(prefix="cerebro-rank")
     writer = ReportWriter(output_dir if scratch is None else scratch)
-    t_start = time.perf_counter()
+    t_start, t_mono = time.perf_counter(), time.monotonic()
     summary: dict[str, Any] = {
         "cerebro_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -324,8 +394,13 @@ def execute(
             if error is None:
                 assert ctx is not None
                 writer.eeg = _eeg_views(config.eeg, ctx, summary)
-                with Progress(len(config.diagnostics), progress if comm.is_main else None, progress_stream) as bar:
-                    _diagnose(ctx, config, writer, summary, bar)
+                total = None if config.total_time_budget_s is None else t_mono + config.total_time_budget_s
+                try:
+                    with Progress(len(config.diagnostics), progress if comm.is_main else None, progress_stream) as bar:
+                        _diagnose(ctx, config, writer, summary, bar, total)
+                except KeyboardInterrupt:
+                    _interrupted(config, writer, summary, comm)
+                    raise
                 summary["status"], summary["reason"] = _status(summary["diagnostics"])
             else:
                 summary["status"], summary["reason"] = "failed", error
@@ -372,6 +447,9 @@ def run_autopsy(
     eeg: Any = None,
     progress: bool | None = None,
     progress_stream: Any = None,
+    time_budget_s: float | None = None,
+    total_time_budget_s: float | None = None,
+    resume: bool = True,
 ) -> dict[str, Any]:
     """Run a model autopsy on ``model`` (an ``nn.Module`` or ``LightningModule``) over ``dataloader``.
 
@@ -395,12 +473,17 @@ def run_autopsy(
             seconds, scalp topomaps (montage needs ``cerebro[eeg]``).
         progress: a bar with one step per diagnostic; ``None`` = only when ``progress_stream`` (default stderr)
             is a terminal.
+        time_budget_s / total_time_budget_s: seconds one diagnostic / the whole autopsy may take; a diagnostic
+            past its budget stops at its next block and is ``failed`` with the reason, the rest still run (or are
+            ``skipped`` once the total is spent).
+        resume: skip diagnostics that a previous autopsy in ``output_dir`` finished on the same checkpoint file
+            (sha256), samples, target and options.
 
     Returns:
         The summary, as written to ``<output_dir>/summary.json``.
     """
     config = build_config(diagnostics, target, max_samples, batch_size, sampling, seed, fail_on_error,
-                          input_key, target_key, memory_budget_mb, eeg)
+                          input_key, target_key, memory_budget_mb, eeg, time_budget_s, total_time_budget_s, resume)
     dev = resolve_device(device, model)
     info = CheckpointInfo(source="path", path=str(checkpoint)) if checkpoint not in (None, "live") else None
     return execute(model, dataloader, config, output_dir, info, dev, loggers=loggers,

@@ -71,6 +71,7 @@ class AttributionDiagnostic(Diagnostic):
                 item: Any = _DONE
                 if not finished:
                     try:
+                        ctx.check_deadline()
                         item = next(source)
                     except StopIteration:
                         finished = True

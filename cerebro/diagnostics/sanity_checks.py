@@ -110,6 +110,7 @@ class SanityChecks(Diagnostic):
         g = torch.Generator().manual_seed(ctx.seed)
         curves: dict[str, list[float]] = {n: [] for n in originals}
         for layer in layers:
+            ctx.check_deadline()
             _redraw(modules[layer], g)
             randomized = _subset(ctx, k, work, index)
             for d in methods:

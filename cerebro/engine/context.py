@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -16,7 +18,7 @@ from cerebro.engine.hooks import forward_hooks
 from cerebro.samples import SampleSet
 from cerebro.targets import ScalarForward, TargetAdapter
 
-__all__ = ["AutopsyContext", "compute_outputs", "find_module_loss"]
+__all__ = ["AutopsyContext", "DiagnosticTimeout", "compute_outputs", "find_module_loss"]
 
 
 @torch.no_grad()
@@ -50,6 +52,10 @@ def find_module_loss(model: nn.Module) -> tuple[str, Callable[[Tensor, Tensor], 
     return None
 
 
+class DiagnosticTimeout(TimeoutError):
+    """A diagnostic ran past its ``time_budget_s`` (or the autopsy's ``total_time_budget_s``)."""
+
+
 @dataclass
 class AutopsyContext:
     """Everything a diagnostic may use. ``outputs``/``scores``/``index`` come from one shared forward pass."""
@@ -68,10 +74,19 @@ class AutopsyContext:
     observed: dict[str, Any] = field(default_factory=dict)
     #: Ranks of a DDP autopsy (a single process by default).
     comm: Comm = SINGLE
+    #: ``time.monotonic()`` after which the running diagnostic stops at its next check (its time budget), and why.
+    deadline: float | None = None
+    deadline_reason: str = ""
 
     def __post_init__(self) -> None:
         self.forward = ScalarForward(self.model, self.target)
         self.scores = self.target.select(self.outputs, self.index).detach()
+
+    def check_deadline(self) -> None:
+        """Raise :class:`DiagnosticTimeout` once the running diagnostic's time budget is spent. Long diagnostics
+        call it between blocks of work, so a timeout stops them cleanly between two chunks."""
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise DiagnosticTimeout(self.deadline_reason)
 
     @property
     def n(self) -> int:
