@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from cerebro.diagnostics.base import Diagnostic
 from cerebro.errors import CerebroConfigError
@@ -19,7 +20,10 @@ DEFAULT_DIAGNOSTICS = ("predictions", "gradients", "activations", "failure_modes
 
 def _entries(spec: Any) -> list[tuple[str, Any]]:
     if isinstance(spec, (DictConfig, ListConfig)):
-        spec = OmegaConf.to_container(spec, resolve=True)
+        try:
+            spec = OmegaConf.to_container(spec, resolve=True)
+        except OmegaConfBaseException as err:  # e.g. an interpolation that does not resolve
+            raise CerebroConfigError(f"`diagnostics`: {str(err).splitlines()[0]}") from None
     if isinstance(spec, str):
         return [(spec, None)]
     if isinstance(spec, Mapping):
@@ -34,8 +38,8 @@ def _entries(spec: Any) -> list[tuple[str, Any]]:
                 out.append((item, None))
             elif isinstance(item, Mapping) and len(item) == 1:
                 (k, v), = item.items()
-                if v is not False:
-                    out.append((str(k), v))
+                if v is not False:  # as in the mapping form: `false` drops the entry, `true`/`null` = defaults
+                    out.append((str(k), {} if v is True else v))
             else:
                 raise CerebroConfigError(
                     f"each diagnostics entry must be a name or a one-key mapping {{name: {{options}}}}, got {item!r}"

@@ -30,7 +30,8 @@ class DiagnosticSkipped(CerebroError):
 
 def suggest(value: object, choices: Iterable[str]) -> str:
     """Return ``" Did you mean 'x'?"`` for the nearest choice, or an empty string."""
-    close = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.5)
+    names = [c for c in choices if isinstance(c, str)]  # choices may include None (e.g. an optional setting)
+    close = difflib.get_close_matches(str(value), names, n=1, cutoff=0.5)
     return f" Did you mean {close[0]!r}?" if close else ""
 
 

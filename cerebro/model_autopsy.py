@@ -87,6 +87,8 @@ class ModelAutopsy(Callback):
         time_budget_s / total_time_budget_s: seconds one diagnostic / the whole autopsy may take (a diagnostic
             past its budget is ``failed`` with the reason; the others still run).
         resume: re-running into the same folder on the same checkpoint file skips diagnostics already finished.
+        output_key: position, key or attribute of the prediction when the model returns a tuple, dict or output
+            object (e.g. ``"logits"`` of a Hugging Face ``ModelOutput``).
     """
 
     def __init__(
@@ -114,6 +116,7 @@ class ModelAutopsy(Callback):
         time_budget_s: float | None = None,
         total_time_budget_s: float | None = None,
         resume: bool = True,
+        output_key: int | str | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(checkpoint, (str, os.PathLike)):
@@ -125,6 +128,8 @@ class ModelAutopsy(Callback):
             raise choice_error("checkpoint", checkpoint, [*CHECKPOINT_CHOICES, "<path to .ckpt/.pt>"])
         if split not in SPLITS:
             raise choice_error("split", split, SPLITS)
+        if isinstance(run_on, (bytes, Mapping)) or not isinstance(run_on, (str, Iterable)):
+            raise CerebroConfigError(f"`run_on` must be 'fit', 'test' or a list of them, got {run_on!r}")
         stages = (run_on,) if isinstance(run_on, str) else tuple(run_on)
         if not stages:
             raise CerebroConfigError(f"`run_on` needs at least one of {list(STAGES)}")
@@ -137,7 +142,7 @@ class ModelAutopsy(Callback):
             resolve_device(device)
         self.config = build_config(diagnostics, target, max_samples, batch_size, sampling, seed, fail_on_error,
                                    input_key, target_key, memory_budget_mb, eeg, time_budget_s,
-                                   total_time_budget_s, resume)
+                                   total_time_budget_s, resume, output_key)
         if every_n_epochs is not None and (isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int)
                                            or every_n_epochs < 1):
             raise CerebroConfigError(f"`every_n_epochs` must be a positive int or None, got {every_n_epochs!r}")
@@ -145,7 +150,7 @@ class ModelAutopsy(Callback):
         self.periodic_config = None if every_n_epochs is None else build_config(
             PERIODIC_DIAGNOSTICS if periodic_diagnostics is None else periodic_diagnostics, target,
             periodic_max_samples, batch_size, sampling, seed, fail_on_error, input_key, target_key, memory_budget_mb,
-            eeg, time_budget_s, total_time_budget_s, resume=False)
+            eeg, time_budget_s, total_time_budget_s, resume=False, output_key=output_key)
         self.checkpoint = checkpoint
         self.split = split
         self.dataloader = dataloader

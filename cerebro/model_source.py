@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import os
+import zipfile
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -13,7 +15,7 @@ from torch import nn
 
 from cerebro.errors import CerebroConfigError
 
-__all__ = ["CheckpointInfo", "resolve_checkpoint", "load_checkpoint", "load_state_dict", "matching_state_dict", "prepare_model", "sha256_file", "CHECKPOINT_CHOICES"]
+__all__ = ["CheckpointInfo", "resolve_checkpoint", "load_checkpoint", "load_state_dict", "matching_state_dict", "prepare_model", "check_single_input", "sha256_file", "CHECKPOINT_CHOICES"]
 
 CHECKPOINT_CHOICES = ("best", "last", "live")
 
@@ -86,14 +88,36 @@ def _safe_globals() -> list[Any]:
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """``torch.load(path, weights_only=True)`` allowing only OmegaConf data containers besides tensors."""
+    if os.path.isdir(path):
+        raise CerebroConfigError(f"checkpoint {str(path)!r} is a directory (a sharded or DeepSpeed checkpoint?); "
+                                 "cerebro loads one checkpoint file: convert it to a single .ckpt/.pt first")
     if not os.path.isfile(path):
         raise CerebroConfigError(f"checkpoint file {str(path)!r} does not exist")
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(2)
+    # torch.save writes a zip archive (legacy files: a pickle, which starts with the PROTO opcode 0x80). Anything
+    # else is not a checkpoint; torch's own message would then suggest weights_only=False, which cannot help.
+    if size == 0 or not (zipfile.is_zipfile(path) or head[:1] == b"\x80"):
+        raise CerebroConfigError(
+            f"checkpoint {str(path)!r} ({size} bytes) is not a PyTorch checkpoint: neither a torch.save zip archive "
+            "nor a pickle. The file is empty, truncated, corrupt or of another format; save it again with "
+            "trainer.save_checkpoint / torch.save"
+        )
     try:
         with torch.serialization.safe_globals(_safe_globals()):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # UnpicklingError, RuntimeError for corrupt zip, ...
+        # torch's message opens with advice about weights_only=False; the cause is after "WeightsUnpickler error:".
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()] or [""]
+        at = next((i for i, ln in enumerate(lines) if "WeightsUnpickler error:" in ln), None)
+        if at is None:
+            detail = lines[0]
+        else:
+            cause = lines[at].split("WeightsUnpickler error:", 1)[1].strip() or " ".join(lines[at + 1 : at + 2])
+            detail = f"WeightsUnpickler error: {cause}"
         raise CerebroConfigError(
-            f"cannot load checkpoint {str(path)!r} with weights_only=True: {type(err).__name__}: {str(err).splitlines()[0]}"
+            f"cannot load checkpoint {str(path)!r} with weights_only=True: {type(err).__name__}: {detail}"
         ) from err
     if not isinstance(ckpt, dict):
         raise CerebroConfigError(f"checkpoint {str(path)!r} holds a {type(ckpt).__name__}, expected a dict or a state_dict")
@@ -147,12 +171,30 @@ def matching_state_dict(model: nn.Module, checkpoint_path: str) -> dict[str, tor
     return state
 
 
+def check_single_input(model: nn.Module) -> None:
+    """Every pass calls ``model(x)`` with one tensor: a forward that needs more inputs gets a clear error first."""
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):  # no introspectable signature: let the forward pass speak for itself
+        return
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return
+    required = [p.name for p in params if p.default is p.empty and p.kind is not p.VAR_KEYWORD]
+    if len(required) > 1:
+        raise CerebroConfigError(
+            f"{type(model).__name__}.forward needs {len(required)} inputs {required}, but cerebro calls forward(x) "
+            "with one tensor (the batch field chosen by input_key); wrap the model in an nn.Module whose forward(x) "
+            "takes a single tensor, or give the other inputs default values"
+        )
+
+
 def prepare_model(model: nn.Module, checkpoint_path: str | None, device: torch.device) -> nn.Module:
     """A private copy of ``model`` (weights from ``checkpoint_path`` when given) on ``device``, in eval mode.
 
     The caller's module is never modified. Must run with autograd allowed (outside ``inference_mode``), otherwise
     the copy's parameters would be inference tensors.
     """
+    check_single_input(model)
     work = copy.deepcopy(model)
     if checkpoint_path is not None:
         work.load_state_dict(matching_state_dict(work, checkpoint_path), strict=True)

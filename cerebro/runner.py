@@ -39,7 +39,7 @@ from cerebro.report.progress import Progress, progress_for
 from cerebro.report.loggers import log_summary
 from cerebro.report.writer import ReportWriter, jsonable
 from cerebro.samples import BatchSpec, SampleSet, collect_samples
-from cerebro.targets import TargetAdapter, build_target
+from cerebro.targets import TargetAdapter, build_target, pick_output
 
 __all__ = ["AutopsyConfig", "build_config", "run_autopsy", "execute", "resolve_device"]
 
@@ -64,6 +64,7 @@ class AutopsyConfig:
     time_budget_s: float | None = None
     total_time_budget_s: float | None = None
     resume: bool = True
+    output_key: int | str | None = None
 
     def resolved(self) -> list[dict[str, Any]]:
         return [d.config() for d in self.diagnostics]
@@ -91,6 +92,7 @@ def build_config(
     time_budget_s: float | None = None,
     total_time_budget_s: float | None = None,
     resume: bool = True,
+    output_key: int | str | None = None,
 ) -> AutopsyConfig:
     """Validate every option; raises :class:`CerebroConfigError` naming the bad value and the valid choices."""
     _positive_int("max_samples", max_samples)
@@ -101,11 +103,14 @@ def build_config(
         raise CerebroConfigError(f"`seed` must be an int, got {seed!r}")
     if not isinstance(fail_on_error, bool):
         raise CerebroConfigError(f"`fail_on_error` must be a bool, got {fail_on_error!r}")
-    if memory_budget_mb is not None and (isinstance(memory_budget_mb, bool) or not memory_budget_mb > 0):
+    if memory_budget_mb is not None and (isinstance(memory_budget_mb, bool)
+                                         or not isinstance(memory_budget_mb, (int, float)) or not memory_budget_mb > 0):
         raise CerebroConfigError(f"`memory_budget_mb` must be a positive number or None, got {memory_budget_mb!r}")
     for name, value in (("time_budget_s", time_budget_s), ("total_time_budget_s", total_time_budget_s)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
             raise CerebroConfigError(f"`{name}` must be a positive number of seconds or None, got {value!r}")
+    if output_key is not None and (isinstance(output_key, bool) or not isinstance(output_key, (int, str))):
+        raise CerebroConfigError(f"`output_key` must be a tuple position, a key or an attribute name, got {output_key!r}")
     if not isinstance(resume, bool):
         raise CerebroConfigError(f"`resume` must be a bool, got {resume!r}")
     adapter = build_target(target)
@@ -123,6 +128,7 @@ def build_config(
         time_budget_s=time_budget_s,
         total_time_budget_s=total_time_budget_s,
         resume=resume,
+        output_key=output_key,
     )
 
 
@@ -133,7 +139,7 @@ def resolve_device(device: Any, model: nn.Module | None = None) -> torch.device:
         return p.device if p is not None else torch.device("cpu")
     try:
         dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
+    except (RuntimeError, TypeError, ValueError) as err:
         raise CerebroConfigError(f"`device` must be None or a torch device such as 'cpu' or 'cuda:0', got {device!r}") from err
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise CerebroConfigError(f"`device` is {device!r} but CUDA is not available on this machine")
@@ -209,6 +215,8 @@ def _prepare(model: nn.Module, data: Iterable[Any] | SampleSet, config: AutopsyC
         checkpoint.sha256 = sha256_file(checkpoint.path) if Path(checkpoint.path).is_file() else None
         summary["checkpoint"] = checkpoint.to_dict()
     work = prepare_model(model, checkpoint.path, device)
+    if config.output_key is not None:  # on the private copy: every pass sees output[key]
+        work.register_forward_hook(lambda _m, _i, out: pick_output(out, config.output_key))
     batch_size = config.batch_size or getattr(data, "batch_size", None) or 32
     probe = samples.x[: min(2, samples.n)].to(device)
     with torch.no_grad():
@@ -225,9 +233,18 @@ def _prepare(model: nn.Module, data: Iterable[Any] | SampleSet, config: AutopsyC
     outputs, observed = compute_outputs(work, samples.x, batch_size, device, observers)
     observed.update(failed_hooks)
     config.target.preflight(outputs, samples.y)  # every label, not only the probe's
-    if not torch.isfinite(outputs).all():
+    bad_inputs = [int(samples.indices[i]) for i in _nonfinite_rows(samples.x, samples.n, batch_size)]
+    if bad_inputs:
         summary.setdefault("warnings", []).append(
-            f"model outputs contain {int((~torch.isfinite(outputs)).sum())} non-finite values")
+            f"inputs of {len(bad_inputs)} samples contain non-finite values (indices {bad_inputs[:10]}"
+            f"{' ...' if len(bad_inputs) > 10 else ''}): their outputs and maps are not meaningful")
+    if not torch.isfinite(outputs).all():
+        rows = (~torch.isfinite(outputs.reshape(len(outputs), -1))).any(1).nonzero()[:, 0].tolist()
+        summary.setdefault("warnings", []).append(
+            f"model outputs contain {int((~torch.isfinite(outputs)).sum())} non-finite values (samples "
+            f"{[int(samples.indices[i]) for i in rows[:10]]}{' ...' if len(rows) > 10 else ''})")
+    for warning in summary.get("warnings", []):
+        log.warning("cerebro: %s", warning)
     index = config.target.per_sample_arg(outputs, samples,
                                          lambda t: compute_outputs(work, t, batch_size, device)[0])
     budget = int(config.memory_budget_mb * 2**20) if config.memory_budget_mb else default_budget_bytes(device)
@@ -248,6 +265,16 @@ def _interrupted(config: AutopsyConfig, writer: ReportWriter, summary: dict[str,
     if comm.is_main:
         writer.write_summary(summary)
         write_html(writer, summary)
+
+
+def _nonfinite_rows(x: Any, n: int, batch_size: int) -> list[int]:
+    """Positions of samples whose input holds NaN or inf (read in chunks: inputs may be spilled to disk)."""
+    rows: list[int] = []
+    for start in range(0, n, batch_size):
+        chunk = x[start : start + batch_size]
+        bad = ~torch.isfinite(chunk.reshape(chunk.shape[0], -1).float()).all(1)
+        rows += (bad.nonzero()[:, 0] + start).tolist()
+    return rows
 
 
 def _eeg_views(info: EEGInfo | None, ctx: AutopsyContext, summary: dict[str, Any]) -> EEGInfo | None:
@@ -360,7 +387,10 @@ def execute(
     checkpoint = checkpoint or CheckpointInfo(source="live")
     device = device or resolve_device(None, model)
     scratch = None if comm.is_main else tempfile.mkdtemp(prefix="cerebro-rank")
-    writer = ReportWriter(output_dir if scratch is None else scratch)
+    try:
+        writer = ReportWriter(output_dir if scratch is None else scratch)
+    except OSError as err:
+        raise CerebroConfigError(f"`output_dir` {str(output_dir)!r} cannot be created: {err.strerror or err}") from err
     t_start, t_mono = time.perf_counter(), time.monotonic()
     summary: dict[str, Any] = {
         "cerebro_version": __version__,
@@ -450,6 +480,7 @@ def run_autopsy(
     time_budget_s: float | None = None,
     total_time_budget_s: float | None = None,
     resume: bool = True,
+    output_key: int | str | None = None,
 ) -> dict[str, Any]:
     """Run a model autopsy on ``model`` (an ``nn.Module`` or ``LightningModule``) over ``dataloader``.
 
@@ -476,6 +507,8 @@ def run_autopsy(
         time_budget_s / total_time_budget_s: seconds one diagnostic / the whole autopsy may take; a diagnostic
             past its budget stops at its next block and is ``failed`` with the reason, the rest still run (or are
             ``skipped`` once the total is spent).
+        output_key: for models returning tuples, dicts or output objects (e.g. Hugging Face ``ModelOutput``):
+            the position, key or attribute of the prediction (``"logits"``).
         resume: skip diagnostics that a previous autopsy in ``output_dir`` finished on the same checkpoint file
             (sha256), samples, target and options.
 
@@ -483,7 +516,7 @@ def run_autopsy(
         The summary, as written to ``<output_dir>/summary.json``.
     """
     config = build_config(diagnostics, target, max_samples, batch_size, sampling, seed, fail_on_error,
-                          input_key, target_key, memory_budget_mb, eeg, time_budget_s, total_time_budget_s, resume)
+                          input_key, target_key, memory_budget_mb, eeg, time_budget_s, total_time_budget_s, resume, output_key)
     dev = resolve_device(device, model)
     info = CheckpointInfo(source="path", path=str(checkpoint)) if checkpoint not in (None, "live") else None
     return execute(model, dataloader, config, output_dir, info, dev, loggers=loggers,

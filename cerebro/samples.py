@@ -31,6 +31,12 @@ class BatchSpec:
     #: Extra input fields kept whole as tensors (e.g. a similarity target's reference input).
     keep: tuple[int | str, ...] = ()
 
+    def __post_init__(self) -> None:
+        for name, key in (("input_key", self.input_key), ("target_key", self.target_key)):
+            if key is not None and (isinstance(key, bool) or not isinstance(key, (int, str))):
+                raise CerebroConfigError(f"`{name}` must be a tuple position (int), a dict key (str) or None, "
+                                         f"got {key!r}")
+
     def split(self, batch: Any) -> tuple[Tensor, Tensor | None, dict[str, Any]]:
         """Return ``(x, y, extra_fields)`` for one batch."""
         if isinstance(batch, Tensor):
@@ -38,8 +44,11 @@ class BatchSpec:
         if isinstance(batch, Mapping):
             keys = list(batch)
             ik = self.input_key if self.input_key is not None else next((k for k in _INPUT_KEYS if k in batch), None)
+            if ik is None:
+                raise CerebroConfigError(f"cannot find the input in a dict batch with keys {keys} (none of the usual "
+                                         f"names {list(_INPUT_KEYS)}); set input_key to one of them")
             if ik not in batch:
-                raise CerebroConfigError(f"cannot find the input in a dict batch with keys {keys}; set input_key to one of them")
+                raise CerebroConfigError(f"input_key {ik!r} is not in the batch keys {keys}")
             tk = self.target_key if self.target_key is not None else next(
                 (k for k in _TARGET_KEYS if k in batch and k not in self.keep), None)
             if tk is not None and tk not in batch:

@@ -19,11 +19,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
 
 from cerebro.errors import CerebroConfigError, choice_error
 
-__all__ = ["TargetAdapter", "RegressionTarget", "ClassificationTarget", "NormTarget", "SimilarityTarget", "CallableTarget",
+__all__ = ["pick_output", "TargetAdapter", "RegressionTarget", "ClassificationTarget", "NormTarget", "SimilarityTarget", "CallableTarget",
            "ScalarForward", "build_target", "TARGETS"]
 
 
@@ -31,13 +32,45 @@ def _shape(t: Any) -> str:
     return str(tuple(t.shape)) if isinstance(t, Tensor) else type(t).__name__
 
 
+def _tensor_fields(output: Any) -> list[tuple[str, str]]:
+    """The tensors in a tuple, dict or output object, as ``(accessor, shape)``, e.g. ``("['logits']", "(2, 3)")``."""
+    if isinstance(output, (tuple, list)):
+        items = [(f"[{i}]", v) for i, v in enumerate(output)]
+    elif isinstance(output, Mapping):
+        items = [(f"[{k!r}]", v) for k, v in output.items()]
+    else:
+        items = [(f".{k}", v) for k, v in (vars(output).items() if hasattr(output, "__dict__") else ())]
+    return [(acc, _shape(v)) for acc, v in items if isinstance(v, Tensor)]
+
+
 def _require_tensor(output: Any) -> Tensor:
     if not isinstance(output, Tensor):
+        fields = _tensor_fields(output)
+        held = f" holding tensors {', '.join(f'out{a} {s}' for a, s in fields[:8])}" if fields else ""
+        example = f", e.g. `return self.model(x){fields[0][0]}`" if fields else ""
         raise CerebroConfigError(
-            f"the model returned {type(output).__name__}, but cerebro needs its forward to return one tensor; "
-            "wrap the model so that forward(x) returns the prediction tensor"
+            f"the model returned {type(output).__name__}{held}, but cerebro needs its forward to return one tensor; "
+            f"set output_key to pick it, or wrap the model in an nn.Module whose forward(x) returns the prediction "
+            f"tensor{example}"
         )
     return output
+
+
+def pick_output(output: Any, key: int | str) -> Any:
+    """``output[key]`` of a tuple/list (position), mapping (key) or output object (attribute): ``output_key``."""
+    try:
+        if isinstance(key, int) and isinstance(output, (tuple, list)):
+            return output[key]
+        if isinstance(key, str) and isinstance(output, Mapping) and key in output:
+            return output[key]
+        if isinstance(key, str) and not isinstance(output, Mapping) and hasattr(output, key):
+            return getattr(output, key)
+    except IndexError:
+        pass
+    fields = _tensor_fields(output)
+    raise CerebroConfigError(
+        f"output_key {key!r} is not in the model's {type(output).__name__} output; it holds "
+        f"{', '.join(f'out{a} {s}' for a, s in fields[:8]) or 'no tensors'}")
 
 
 class TargetAdapter:
@@ -172,7 +205,21 @@ class ClassificationTarget(TargetAdapter):
                     f"target class 'label' needs integer class labels, got {y.dtype} labels of shape {_shape(y)}; "
                     "cast them to long in the dataset or use class: predicted"
                 )
-        if y is not None and not y.is_floating_point():
+        if y is not None and (y.is_floating_point() or y.is_complex()):
+            # Float labels are class indices only if they hold one whole number per sample (e.g. 2.0); continuous
+            # values, one-hot or probability rows would be silently truncated by .long() into wrong classes.
+            flat = y.reshape(-1)
+            whole = not y.is_complex() and flat.numel() == out.shape[0] and bool(torch.isfinite(flat).all()) \
+                and bool((flat == flat.round()).all())
+            if not whole:
+                odd = flat[~torch.isfinite(flat) | (flat != flat.round())][:1].tolist() if not y.is_complex() else []
+                raise CerebroConfigError(
+                    f"classification target needs one class index per sample, got {y.dtype} labels of shape "
+                    f"{_shape(y)} for output {_shape(out)}"
+                    + (f" with non-integer values such as {odd[0]!r}" if odd else "")
+                    + "; cast class labels to long in the dataset (argmax of one-hot rows), "
+                    "or use target: regression for continuous labels")
+        if y is not None:
             flat = y.reshape(-1)
             if flat.numel() != out.shape[0] or int(flat.min()) < 0 or int(flat.max()) >= k:
                 raise CerebroConfigError(f"labels {_shape(y)} with values in [{int(flat.min())}, {int(flat.max())}] "
@@ -262,6 +309,14 @@ class SimilarityTarget(TargetAdapter):
         if (self.reference is None) == (self.reference_input is None):
             raise CerebroConfigError("target similarity needs exactly one of `reference` (a .npy/.pt file) or "
                                      "`reference_input` (the batch field holding the reference input)")
+        if self.reference is not None and not isinstance(self.reference, (str, os.PathLike)):
+            raise CerebroConfigError(f"`target.reference` must be a path to a .npy/.pt file, got {self.reference!r}")
+        if self.reference is not None:
+            self.reference = os.fspath(self.reference)
+        ref_in = self.reference_input
+        if ref_in is not None and (isinstance(ref_in, bool) or not isinstance(ref_in, (int, str))):
+            raise CerebroConfigError("`target.reference_input` must be a tuple position (int) or a dict key (str), "
+                                     f"got {ref_in!r}")
         self._vectors = _load_vectors(self.reference) if self.reference is not None else None
 
     def batch_inputs(self) -> tuple[int | str, ...]:
@@ -336,6 +391,9 @@ def _callable_target(spec: dict[str, Any]) -> CallableTarget:
     from hydra.utils import get_method
 
     path = spec.pop("_target_")
+    bad = [k for k in spec if not isinstance(k, str) or not k.isidentifier()]
+    if bad:
+        raise CerebroConfigError(f"target `_target_: {path}` takes keyword arguments, got keys {bad!r}")
     try:
         fn = get_method(path)
     except Exception as err:  # noqa: BLE001 - hydra raises several types for bad paths
@@ -348,7 +406,10 @@ def build_target(spec: str | Mapping[str, Any] | TargetAdapter) -> TargetAdapter
     if isinstance(spec, TargetAdapter):
         return spec
     if isinstance(spec, DictConfig):
-        spec = OmegaConf.to_container(spec, resolve=True)  # type: ignore[assignment]
+        try:
+            spec = OmegaConf.to_container(spec, resolve=True)  # type: ignore[assignment]
+        except OmegaConfBaseException as err:  # e.g. an interpolation that does not resolve
+            raise CerebroConfigError(f"`target`: {str(err).splitlines()[0]}") from None
     if isinstance(spec, str):
         spec = {"kind": spec}
     if not isinstance(spec, Mapping):
@@ -357,7 +418,7 @@ def build_target(spec: str | Mapping[str, Any] | TargetAdapter) -> TargetAdapter
     if "_target_" in spec:
         return _callable_target(spec)
     kind = spec.pop("kind", None)
-    if kind not in TARGETS:
+    if not isinstance(kind, str) or kind not in TARGETS:  # a list or dict kind is unhashable: no dict lookup
         raise choice_error("target.kind", kind, TARGETS)
     allowed = _OPTIONS[kind]
     kwargs = {}

@@ -8,6 +8,7 @@ constructed, so a typo fails before training starts.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -29,12 +30,29 @@ class NoOptions:
     """A diagnostic without options."""
 
 
+def _container(name: str, options: Any) -> Any:
+    """Hydra's DictConfig as a plain dict (resolved), with a config error for interpolations that do not resolve."""
+    if not isinstance(options, DictConfig):
+        return options
+    try:
+        return OmegaConf.to_container(options, resolve=True)
+    except OmegaConfBaseException as err:
+        raise CerebroConfigError(f"options of diagnostic {name!r}: {str(err).splitlines()[0]}") from None
+
+
+def _merges(schema: type, key: Any, value: Any) -> bool:
+    try:
+        OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), {key: value}))
+    except Exception:  # noqa: BLE001 - only used to name the option that failed
+        return False
+    return True
+
+
 def validate_options(name: str, schema: type, options: Mapping[str, Any] | None) -> Any:
     """Merge ``options`` into the ``schema`` dataclass, raising :class:`CerebroConfigError` on any mistake."""
     if options is None:
         options = {}
-    if isinstance(options, DictConfig):
-        options = OmegaConf.to_container(options, resolve=True)  # type: ignore[assignment]
+    options = _container(name, options)
     if not isinstance(options, Mapping):
         raise CerebroConfigError(f"options of diagnostic {name!r} must be a mapping, got {type(options).__name__}: {options!r}")
     fields = {f.name: f for f in dataclasses.fields(schema)}
@@ -50,8 +68,13 @@ def validate_options(name: str, schema: type, options: Mapping[str, Any] | None)
         key = getattr(err, "full_key", None) or getattr(err, "key", None) or "?"
         msg = getattr(err, "msg", None) or str(err).splitlines()[0]
         raise CerebroConfigError(f"{name}.{key}: {msg}") from None
+    except (OverflowError, TypeError, ValueError) as err:  # escapes OmegaConf's converters, e.g. float(10**400)
+        key = next((k for k in options if not _merges(schema, k, options[k])), "?")
+        raise CerebroConfigError(f"{name}.{key}: {type(err).__name__}: {str(err).splitlines()[0]}") from None
     for f in fields.values():
         v = getattr(value, f.name)
+        if isinstance(v, float) and math.isnan(v):
+            raise CerebroConfigError(f"`{name}.{f.name}` must be a number, got nan")
         choices = f.metadata.get("choices")
         if choices is not None and v not in choices and not (f.metadata.get("path_ok") and isinstance(v, str)):
             raise choice_error(f"{name}.{f.name}", v, choices)
@@ -77,6 +100,10 @@ class Diagnostic:
     requires_labels: ClassVar[bool] = False
 
     def __init__(self, options: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        options = _container(self.name or type(self).__name__, options)
+        if options is not None and not isinstance(options, Mapping):
+            raise CerebroConfigError(f"options of diagnostic {self.name or type(self).__name__!r} must be a mapping, "
+                                     f"got {type(options).__name__}: {options!r}")
         merged = {**dict(options or {}), **kwargs}
         self.options = validate_options(self.name or type(self).__name__, self.Options, merged)
         self.validate()

@@ -64,6 +64,14 @@ class Predictions(Diagnostic):
             self._regression(pred.astype(np.float64), y.astype(np.float64), out)
 
     def _regression(self, pred: np.ndarray, y: np.ndarray, out: DiagnosticOutput) -> None:
+        finite = np.isfinite(pred) & np.isfinite(y)
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            out.flag(f"non-finite predictions or labels: {bad.size} of {pred.size} samples (positions "
+                     f"{bad[:10].tolist()}); metrics use the {int(finite.sum())} finite ones")
+            pred, y = pred[finite], y[finite]
+            if pred.size == 0:
+                return
         for key, value in regression_metrics(pred, y).items():
             out.metric(key, value)
         for name, const in (("mean", y.mean()), ("median", np.median(y))):
@@ -71,7 +79,7 @@ class Predictions(Diagnostic):
             for key in ("rmse", "nrmse", "mae", "r2"):
                 out.metric(f"{name}_predictor_{key}", base[key])
         out.metric("prediction_std", float(np.std(pred)))
-        if np.std(pred) < 1e-8 * max(1.0, float(np.std(y))):
+        if pred.size >= 2 and np.std(pred) < 1e-8 * max(1.0, float(np.std(y))):
             out.flag("constant predictions: the model outputs the same value for every sample")
         elif out.metrics["rmse"] is not None and out.metrics["rmse"] >= out.metrics["mean_predictor_rmse"]:
             out.flag("no better than predicting the mean: rmse >= mean-predictor rmse")
@@ -102,6 +110,6 @@ class Predictions(Diagnostic):
         majority = int(np.argmax(counts))
         out.metric("majority_class_accuracy", float(counts[majority] / len(y)))
         out.metric("per_class_accuracy", [float(cm[i, i] / counts[i]) if counts[i] else None for i in range(k)])
-        if np.unique(pred).size == 1:
+        if pred.size >= 2 and np.unique(pred).size == 1:
             out.flag(f"constant predictions: every sample predicted as class {int(pred[0])}")
         out.figure(heatmap(cm, "confusion matrix", "predicted class", "true class", cmap="Blues"), "confusion")

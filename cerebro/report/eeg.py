@@ -161,8 +161,12 @@ def build_eeg_info(spec: Any) -> EEGInfo | None:
         return spec
     if hasattr(spec, "items") and not isinstance(spec, dict):  # OmegaConf DictConfig
         from omegaconf import OmegaConf
+        from omegaconf.errors import OmegaConfBaseException
 
-        spec = OmegaConf.to_container(spec, resolve=True)
+        try:
+            spec = OmegaConf.to_container(spec, resolve=True)
+        except OmegaConfBaseException as err:
+            raise CerebroConfigError(f"`eeg`: {str(err).splitlines()[0]}") from None
     if not isinstance(spec, dict):
         raise CerebroConfigError(f"`eeg` must be a mapping with channel_names, sfreq and montage, got {spec!r}")
     keys = ("channel_names", "sfreq", "montage")
@@ -174,7 +178,7 @@ def build_eeg_info(spec: Any) -> EEGInfo | None:
         try:
             with open(names, encoding="utf-8") as f:
                 names = [line.strip() for line in f if line.strip()]
-        except OSError as err:
+        except (OSError, ValueError) as err:
             raise CerebroConfigError(f"`eeg.channel_names`: cannot read the channel-name file {names!r}: {err}")
     if names is not None and (not isinstance(names, (list, tuple)) or not all(isinstance(n, (str, int)) for n in names)):
         raise CerebroConfigError(f"`eeg.channel_names` must be a list of names or a file path, got {names!r}")

@@ -19,7 +19,8 @@ def bar(labels: Sequence[str], values: Sequence[float], title: str, ylabel: str,
     fig, ax = new_figure(max(6.0, 0.35 * len(labels)), 4.0)
     ax.bar(range(len(values)), values)
     ax.set_xticks(range(len(labels)), [str(s) for s in labels], rotation=75, fontsize=7)
-    if log:
+    finite = np.asarray(values, dtype=np.float64)
+    if log and np.any(np.isfinite(finite) & (finite > 0)):  # matplotlib cannot log-scale all-NaN or zero data
         ax.set_yscale("log")
     ax.set_title(title)
     ax.set_ylabel(ylabel)

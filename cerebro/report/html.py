@@ -61,6 +61,7 @@ def _header(s: dict[str, Any]) -> str:
              ("target", s.get("target")), ("device", f"{s.get('device')} x {s.get('world_size', 1)} process(es)"),
              ("duration", f"{s.get('seconds', 0):.1f} s"), ("versions", s.get("versions"))]
     reason = f"<p class='failed'>{escape(str(s['reason']))}</p>" if s.get("reason") else ""
+    reason += "".join(f"<p class='partial'>warning: {escape(str(w))}</p>" for w in s.get("warnings") or [])
     return (f"<h1>cerebro autopsy: <span class='{escape(s['status'])}'>{escape(s['status'])}</span></h1>{reason}"
             + _table(rows))
 
