@@ -146,6 +146,8 @@ class ModelAutopsy(Callback):
         if every_n_epochs is not None and (isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int)
                                            or every_n_epochs < 1):
             raise CerebroConfigError(f"`every_n_epochs` must be a positive int or None, got {every_n_epochs!r}")
+        if isinstance(periodic_max_samples, bool) or not isinstance(periodic_max_samples, int) or periodic_max_samples < 1:
+            raise CerebroConfigError(f"`periodic_max_samples` must be a positive int, got {periodic_max_samples!r}")
         self.every_n_epochs = every_n_epochs
         self.periodic_config = None if every_n_epochs is None else build_config(
             PERIODIC_DIAGNOSTICS if periodic_diagnostics is None else periodic_diagnostics, target,

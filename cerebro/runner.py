@@ -339,7 +339,7 @@ def _diagnose(ctx: AutopsyContext, config: AutopsyConfig, writer: ReportWriter, 
             bar.done(diag.name, "resumed")
             continue
         ctx.deadline, ctx.deadline_reason = total_deadline, (
-            f"{diag.name} stopped: the autopsy's total time budget of {config.total_time_budget_s} s is spent")
+            f"{diag.name} stopped: the autopsy's total time budget of {config.total_time_budget_s or 0:g} s is spent")
         if config.time_budget_s is not None and (ctx.deadline is None
                                                  or time.monotonic() + config.time_budget_s < ctx.deadline):
             ctx.deadline = time.monotonic() + config.time_budget_s
@@ -349,7 +349,6 @@ def _diagnose(ctx: AutopsyContext, config: AutopsyConfig, writer: ReportWriter, 
             records[diag.name] = _run_one(diag, ctx, writer)
         if comm.is_main:
             bar.done(diag.name, records[diag.name]["status"])
-        if comm.is_main:
             summary["status"], summary["reason"] = "partial", "autopsy in progress"
             writer.write_summary(summary)
         failed = comm.is_main and config.fail_on_error and records[diag.name]["status"] == "failed"

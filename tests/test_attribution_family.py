@@ -10,7 +10,6 @@ from captum.attr import (
     FeatureAblation,
     GradientShap,
     InputXGradient,
-    IntegratedGradients,
     NoiseTunnel,
     Occlusion,
     Saliency,

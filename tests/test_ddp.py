@@ -12,7 +12,6 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
-import pytest
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.strategies import DDPStrategy
 

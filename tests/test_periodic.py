@@ -59,5 +59,7 @@ def test_periodic_autopsies_record_drift_and_leave_training_alone(eeg_dm, make_t
 def test_periodic_options_are_checked_before_training() -> None:
     with pytest.raises(CerebroConfigError, match="every_n_epochs"):
         ModelAutopsy(every_n_epochs=0)
+    with pytest.raises(CerebroConfigError, match="`periodic_max_samples` must be a positive int, got 0"):
+        ModelAutopsy(every_n_epochs=2, periodic_max_samples=0)
     with pytest.raises(CerebroConfigError, match="Did you mean 'integrated_gradients'"):
         ModelAutopsy(every_n_epochs=2, periodic_diagnostics=["integrated_gradient"])
