@@ -31,7 +31,7 @@ _CALLBACK_ONLY = ("_target_", "checkpoint", "split", "dataloader", "output_dir",
                   "every_n_epochs", "periodic_diagnostics", "periodic_max_samples")
 
 
-def build_model(spec: Any, checkpoint: str) -> nn.Module:
+def build_model(spec: Any, checkpoint: str, weights_only: bool = True) -> nn.Module:
     """Instantiate the module: ``{_target_: ...}`` config, or a class path built from the checkpoint's hparams."""
     if isinstance(spec, (DictConfig, dict)) and "_target_" in spec:
         return instantiate(spec)
@@ -41,7 +41,7 @@ def build_model(spec: Any, checkpoint: str) -> nn.Module:
         cls = get_class(spec)
     except Exception as err:  # noqa: BLE001 - hydra raises several types for bad paths
         raise CerebroConfigError(f"`model` class {spec!r} cannot be imported: {err}") from err
-    hparams = load_checkpoint(checkpoint).get("hyper_parameters") or {}
+    hparams = load_checkpoint(checkpoint, weights_only).get("hyper_parameters") or {}
     if isinstance(hparams, DictConfig):
         hparams = OmegaConf.to_container(hparams, resolve=True)
     try:
@@ -56,15 +56,16 @@ def build_model(spec: Any, checkpoint: str) -> nn.Module:
 def run_from_config(cfg: DictConfig) -> dict[str, Any]:
     """Run the autopsy described by a composed ``autopsy_script`` config; returns the summary."""
     ckpt = str(cfg.checkpoint)
-    load_checkpoint(ckpt)  # fails fast, with a clear message, on a missing or unreadable file
     auto = OmegaConf.to_container(cfg.autopsy, resolve=True)
     assert isinstance(auto, dict)
+    trusted = auto.get("weights_only", True) is False
+    load_checkpoint(ckpt, not trusted)  # fails fast, with a clear message, on a missing or unreadable file
     split = auto.get("split", "val")
     if split not in SPLITS:
         raise CerebroConfigError(f"`autopsy.split` can be one of {list(SPLITS)}, got {split!r}")
     config = build_config(**{k: v for k, v in auto.items() if k not in _CALLBACK_ONLY})
-    model = build_model(cfg.model, ckpt)
-    matching_state_dict(model, ckpt)  # a class that does not match its weights fails here, before any data work
+    model = build_model(cfg.model, ckpt, weights_only=not trusted)
+    matching_state_dict(model, ckpt, not trusted)  # a class that does not match its weights fails here, before any data work
     device = resolve_device(cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
     dm = instantiate(cfg.data)
     dm.prepare_data()

@@ -89,6 +89,8 @@ class ModelAutopsy(Callback):
         resume: re-running into the same folder on the same checkpoint file skips diagnostics already finished.
         output_key: position, key or attribute of the prediction when the model returns a tuple, dict or output
             object (e.g. ``"logits"`` of a Hugging Face ``ModelOutput``).
+        weights_only: load checkpoints with ``torch.load(weights_only=True)``; ``False`` only for files you trust
+            (unpickling runs code named in the file).
     """
 
     def __init__(
@@ -117,6 +119,7 @@ class ModelAutopsy(Callback):
         total_time_budget_s: float | None = None,
         resume: bool = True,
         output_key: int | str | None = None,
+        weights_only: bool = True,
     ) -> None:
         super().__init__()
         if not isinstance(checkpoint, (str, os.PathLike)):
@@ -142,7 +145,7 @@ class ModelAutopsy(Callback):
             resolve_device(device)
         self.config = build_config(diagnostics, target, max_samples, batch_size, sampling, seed, fail_on_error,
                                    input_key, target_key, memory_budget_mb, eeg, time_budget_s,
-                                   total_time_budget_s, resume, output_key)
+                                   total_time_budget_s, resume, output_key, weights_only)
         if every_n_epochs is not None and (isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int)
                                            or every_n_epochs < 1):
             raise CerebroConfigError(f"`every_n_epochs` must be a positive int or None, got {every_n_epochs!r}")

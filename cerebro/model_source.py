@@ -6,6 +6,7 @@ import copy
 import hashlib
 import inspect
 import os
+import warnings
 import zipfile
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -86,8 +87,11 @@ def _safe_globals() -> list[Any]:
             StringNode, typing.Any, dict, list, int, collections.defaultdict]
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """``torch.load(path, weights_only=True)`` allowing only OmegaConf data containers besides tensors."""
+def load_checkpoint(path: str | os.PathLike[str], weights_only: bool = True) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` allowing only OmegaConf data containers besides tensors.
+
+    ``weights_only=False`` (the ``weights_only: false`` option) unpickles anything, which runs code named in the
+    file: only for checkpoints you made or trust."""
     if os.path.isdir(path):
         raise CerebroConfigError(f"checkpoint {str(path)!r} is a directory (a sharded or DeepSpeed checkpoint?); "
                                  "cerebro loads one checkpoint file: convert it to a single .ckpt/.pt first")
@@ -104,6 +108,13 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             "nor a pickle. The file is empty, truncated, corrupt or of another format; save it again with "
             "trainer.save_checkpoint / torch.save"
         )
+    if not weights_only:
+        warnings.warn(f"cerebro: loading {str(path)!r} with weights_only=False: unpickling runs code named in the "
+                      "file; use this only for checkpoints you trust", stacklevel=2)
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        if not isinstance(ckpt, dict):
+            raise CerebroConfigError(f"checkpoint {str(path)!r} holds a {type(ckpt).__name__}, expected a dict")
+        return ckpt
     try:
         with torch.serialization.safe_globals(_safe_globals()):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -117,16 +128,17 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             cause = lines[at].split("WeightsUnpickler error:", 1)[1].strip() or " ".join(lines[at + 1 : at + 2])
             detail = f"WeightsUnpickler error: {cause}"
         raise CerebroConfigError(
-            f"cannot load checkpoint {str(path)!r} with weights_only=True: {type(err).__name__}: {detail}"
+            f"cannot load checkpoint {str(path)!r} with weights_only=True: {type(err).__name__}: {detail}. If the "
+            "file is yours and holds other objects, set weights_only: false (unpickling runs code named in the file)"
         ) from err
     if not isinstance(ckpt, dict):
         raise CerebroConfigError(f"checkpoint {str(path)!r} holds a {type(ckpt).__name__}, expected a dict or a state_dict")
     return ckpt
 
 
-def load_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+def load_state_dict(path: str | os.PathLike[str], weights_only: bool = True) -> dict[str, torch.Tensor]:
     """The model weights of a Lightning checkpoint (``state_dict`` entry) or of a bare ``state_dict`` file."""
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, weights_only)
     state = ckpt.get("state_dict", ckpt)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CerebroConfigError(f"checkpoint {str(path)!r} has no `state_dict` of tensors (keys: {sorted(ckpt)[:8]})")
@@ -143,13 +155,13 @@ def _match_prefix(state: dict[str, torch.Tensor], wanted: set[str]) -> dict[str,
     return None
 
 
-def matching_state_dict(model: nn.Module, checkpoint_path: str) -> dict[str, torch.Tensor]:
+def matching_state_dict(model: nn.Module, checkpoint_path: str, weights_only: bool = True) -> dict[str, torch.Tensor]:
     """The checkpoint's weights, checked key by key and shape by shape against ``model``.
 
     Raises:
         CerebroConfigError: the file is missing/corrupt, or its weights do not belong to this class.
     """
-    state = load_state_dict(checkpoint_path)
+    state = load_state_dict(checkpoint_path, weights_only)
     target = model.state_dict()
     wanted = set(target)
     if set(state) != wanted:
@@ -188,7 +200,8 @@ def check_single_input(model: nn.Module) -> None:
         )
 
 
-def prepare_model(model: nn.Module, checkpoint_path: str | None, device: torch.device) -> nn.Module:
+def prepare_model(model: nn.Module, checkpoint_path: str | None, device: torch.device,
+                  weights_only: bool = True) -> nn.Module:
     """A private copy of ``model`` (weights from ``checkpoint_path`` when given) on ``device``, in eval mode.
 
     The caller's module is never modified. Must run with autograd allowed (outside ``inference_mode``), otherwise
@@ -197,5 +210,5 @@ def prepare_model(model: nn.Module, checkpoint_path: str | None, device: torch.d
     check_single_input(model)
     work = copy.deepcopy(model)
     if checkpoint_path is not None:
-        work.load_state_dict(matching_state_dict(work, checkpoint_path), strict=True)
+        work.load_state_dict(matching_state_dict(work, checkpoint_path, weights_only), strict=True)
     return work.to(device).eval()

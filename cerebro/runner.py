@@ -65,6 +65,7 @@ class AutopsyConfig:
     total_time_budget_s: float | None = None
     resume: bool = True
     output_key: int | str | None = None
+    weights_only: bool = True
 
     def resolved(self) -> list[dict[str, Any]]:
         return [d.config() for d in self.diagnostics]
@@ -93,6 +94,7 @@ def build_config(
     total_time_budget_s: float | None = None,
     resume: bool = True,
     output_key: int | str | None = None,
+    weights_only: bool = True,
 ) -> AutopsyConfig:
     """Validate every option; raises :class:`CerebroConfigError` naming the bad value and the valid choices."""
     _positive_int("max_samples", max_samples)
@@ -111,6 +113,8 @@ def build_config(
             raise CerebroConfigError(f"`{name}` must be a positive number of seconds or None, got {value!r}")
     if output_key is not None and (isinstance(output_key, bool) or not isinstance(output_key, (int, str))):
         raise CerebroConfigError(f"`output_key` must be a tuple position, a key or an attribute name, got {output_key!r}")
+    if not isinstance(weights_only, bool):
+        raise CerebroConfigError(f"`weights_only` must be a bool, got {weights_only!r}")
     if not isinstance(resume, bool):
         raise CerebroConfigError(f"`resume` must be a bool, got {resume!r}")
     adapter = build_target(target)
@@ -129,6 +133,7 @@ def build_config(
         total_time_budget_s=total_time_budget_s,
         resume=resume,
         output_key=output_key,
+        weights_only=weights_only,
     )
 
 
@@ -214,7 +219,7 @@ def _prepare(model: nn.Module, data: Iterable[Any] | SampleSet, config: AutopsyC
     if checkpoint.path is not None:
         checkpoint.sha256 = sha256_file(checkpoint.path) if Path(checkpoint.path).is_file() else None
         summary["checkpoint"] = checkpoint.to_dict()
-    work = prepare_model(model, checkpoint.path, device)
+    work = prepare_model(model, checkpoint.path, device, weights_only=config.weights_only)
     if config.output_key is not None:  # on the private copy: every pass sees output[key]
         work.register_forward_hook(lambda _m, _i, out: pick_output(out, config.output_key))
     batch_size = config.batch_size or getattr(data, "batch_size", None) or 32
@@ -480,6 +485,7 @@ def run_autopsy(
     total_time_budget_s: float | None = None,
     resume: bool = True,
     output_key: int | str | None = None,
+    weights_only: bool = True,
 ) -> dict[str, Any]:
     """Run a model autopsy on ``model`` (an ``nn.Module`` or ``LightningModule``) over ``dataloader``.
 
@@ -508,6 +514,8 @@ def run_autopsy(
             ``skipped`` once the total is spent).
         output_key: for models returning tuples, dicts or output objects (e.g. Hugging Face ``ModelOutput``):
             the position, key or attribute of the prediction (``"logits"``).
+        weights_only: load the checkpoint with ``torch.load(weights_only=True)`` (default); ``False`` unpickles
+            anything, which runs code named in the file: only for checkpoints you trust.
         resume: skip diagnostics that a previous autopsy in ``output_dir`` finished on the same checkpoint file
             (sha256), samples, target and options.
 
@@ -515,7 +523,7 @@ def run_autopsy(
         The summary, as written to ``<output_dir>/summary.json``.
     """
     config = build_config(diagnostics, target, max_samples, batch_size, sampling, seed, fail_on_error,
-                          input_key, target_key, memory_budget_mb, eeg, time_budget_s, total_time_budget_s, resume, output_key)
+                          input_key, target_key, memory_budget_mb, eeg, time_budget_s, total_time_budget_s, resume, output_key, weights_only)
     dev = resolve_device(device, model)
     info = CheckpointInfo(source="path", path=str(checkpoint)) if checkpoint not in (None, "live") else None
     return execute(model, dataloader, config, output_dir, info, dev, loggers=loggers,

@@ -87,3 +87,23 @@ def test_time_budget_options_are_checked(bad) -> None:  # noqa: ANN001
 
     with pytest.raises(CerebroConfigError, match="time_budget_s` must be a positive number"):
         ModelAutopsy(time_budget_s=bad)
+
+
+class _TrainingNote:
+    """A harmless custom object some users pickle into their checkpoints."""
+
+    def __init__(self) -> None:
+        self.text = "lr warm-up 5 epochs"
+
+
+def test_weights_only_opt_out_for_trusted_checkpoints(tmp_path: Path) -> None:
+    model = TinyConv1d().eval()
+    path = tmp_path / "mine.ckpt"
+    torch.save({"state_dict": model.state_dict(), "note": _TrainingNote()}, path)
+    loader = DataLoader(torch.utils.data.TensorDataset(torch.randn(4, 4, 32), torch.randn(4, 1)))
+    refused = run_autopsy(model, loader, output_dir=tmp_path / "a", checkpoint=str(path), diagnostics=["predictions"])
+    assert refused["status"] == "failed" and "set weights_only: false" in refused["reason"]
+    with pytest.warns(UserWarning, match="weights_only=False: unpickling runs code named in the file"):
+        trusted = run_autopsy(model, loader, output_dir=tmp_path / "b", checkpoint=str(path),
+                              diagnostics=["predictions"], weights_only=False)
+    assert trusted["status"] == "ok" and trusted["checkpoint"]["path"] == str(path)
