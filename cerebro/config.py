@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig
 
 from cerebro.diagnostics.base import Diagnostic
 from cerebro.errors import CerebroConfigError
+from cerebro.plain import to_plain
 from cerebro.registry import get_diagnostic
 
 __all__ = ["parse_diagnostics", "DEFAULT_DIAGNOSTICS"]
@@ -19,11 +19,7 @@ DEFAULT_DIAGNOSTICS = ("predictions", "gradients", "activations", "failure_modes
 
 
 def _entries(spec: Any) -> list[tuple[str, Any]]:
-    if isinstance(spec, (DictConfig, ListConfig)):
-        try:
-            spec = OmegaConf.to_container(spec, resolve=True)
-        except OmegaConfBaseException as err:  # e.g. an interpolation that does not resolve
-            raise CerebroConfigError(f"`diagnostics`: {str(err).splitlines()[0]}") from None
+    spec = to_plain(spec, "`diagnostics`")
     if isinstance(spec, str):
         return [(spec, None)]
     if isinstance(spec, Mapping):

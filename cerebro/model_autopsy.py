@@ -18,7 +18,7 @@ from cerebro.engine.distributed import Comm
 from cerebro.errors import AutopsyFailure, CerebroConfigError, choice_error
 from cerebro.model_source import CHECKPOINT_CHOICES, resolve_checkpoint
 from cerebro.report.progress import progress_for
-from cerebro.runner import build_config, execute, resolve_device
+from cerebro.runner import build_config, check_positive_int, execute, resolve_device
 from cerebro.targets import TargetAdapter
 
 __all__ = ["ModelAutopsy"]
@@ -146,11 +146,8 @@ class ModelAutopsy(Callback):
         self.config = build_config(diagnostics, target, max_samples, batch_size, sampling, seed, fail_on_error,
                                    input_key, target_key, memory_budget_mb, eeg, time_budget_s,
                                    total_time_budget_s, resume, output_key, weights_only)
-        if every_n_epochs is not None and (isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, int)
-                                           or every_n_epochs < 1):
-            raise CerebroConfigError(f"`every_n_epochs` must be a positive int or None, got {every_n_epochs!r}")
-        if isinstance(periodic_max_samples, bool) or not isinstance(periodic_max_samples, int) or periodic_max_samples < 1:
-            raise CerebroConfigError(f"`periodic_max_samples` must be a positive int, got {periodic_max_samples!r}")
+        check_positive_int("every_n_epochs", every_n_epochs, allow_none=True)
+        check_positive_int("periodic_max_samples", periodic_max_samples)
         self.every_n_epochs = every_n_epochs
         self.periodic_config = None if every_n_epochs is None else build_config(
             PERIODIC_DIAGNOSTICS if periodic_diagnostics is None else periodic_diagnostics, target,

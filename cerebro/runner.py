@@ -71,11 +71,23 @@ class AutopsyConfig:
         return [d.config() for d in self.diagnostics]
 
 
-def _positive_int(name: str, value: Any, allow_none: bool = False) -> None:
+def check_positive_int(name: str, value: Any, allow_none: bool = False) -> None:
+    """A config error unless ``value`` is an int >= 1 (or ``None`` when allowed)."""
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise CerebroConfigError(f"`{name}` must be a positive int{' or None' if allow_none else ''}, got {value!r}")
+
+
+def _check_positive_number(name: str, value: Any, unit: str = "") -> None:
+    """A config error unless ``value`` is ``None`` or a number > 0 (``unit`` goes into the message)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+        raise CerebroConfigError(f"`{name}` must be a positive number{unit} or None, got {value!r}")
+
+
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise CerebroConfigError(f"`{name}` must be a bool, got {value!r}")
 
 
 def build_config(
@@ -97,26 +109,19 @@ def build_config(
     weights_only: bool = True,
 ) -> AutopsyConfig:
     """Validate every option; raises :class:`CerebroConfigError` naming the bad value and the valid choices."""
-    _positive_int("max_samples", max_samples)
-    _positive_int("batch_size", batch_size, allow_none=True)
+    check_positive_int("max_samples", max_samples)
+    check_positive_int("batch_size", batch_size, allow_none=True)
     if sampling not in SAMPLINGS:
         raise choice_error("sampling", sampling, SAMPLINGS)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise CerebroConfigError(f"`seed` must be an int, got {seed!r}")
-    if not isinstance(fail_on_error, bool):
-        raise CerebroConfigError(f"`fail_on_error` must be a bool, got {fail_on_error!r}")
-    if memory_budget_mb is not None and (isinstance(memory_budget_mb, bool)
-                                         or not isinstance(memory_budget_mb, (int, float)) or not memory_budget_mb > 0):
-        raise CerebroConfigError(f"`memory_budget_mb` must be a positive number or None, got {memory_budget_mb!r}")
-    for name, value in (("time_budget_s", time_budget_s), ("total_time_budget_s", total_time_budget_s)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
-            raise CerebroConfigError(f"`{name}` must be a positive number of seconds or None, got {value!r}")
+    _check_positive_number("memory_budget_mb", memory_budget_mb)
+    _check_positive_number("time_budget_s", time_budget_s, " of seconds")
+    _check_positive_number("total_time_budget_s", total_time_budget_s, " of seconds")
     if output_key is not None and (isinstance(output_key, bool) or not isinstance(output_key, (int, str))):
         raise CerebroConfigError(f"`output_key` must be a tuple position, a key or an attribute name, got {output_key!r}")
-    if not isinstance(weights_only, bool):
-        raise CerebroConfigError(f"`weights_only` must be a bool, got {weights_only!r}")
-    if not isinstance(resume, bool):
-        raise CerebroConfigError(f"`resume` must be a bool, got {resume!r}")
+    for name, flag in (("fail_on_error", fail_on_error), ("weights_only", weights_only), ("resume", resume)):
+        _check_bool(name, flag)
     adapter = build_target(target)
     return AutopsyConfig(
         diagnostics=parse_diagnostics(diagnostics),

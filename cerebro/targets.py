@@ -18,11 +18,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from torch import Tensor, nn
 
 from cerebro.errors import CerebroConfigError, choice_error
+from cerebro.plain import to_plain
 
 __all__ = ["pick_output", "TargetAdapter", "RegressionTarget", "ClassificationTarget", "NormTarget", "SimilarityTarget", "CallableTarget",
            "ScalarForward", "build_target", "TARGETS"]
@@ -405,11 +404,7 @@ def build_target(spec: str | Mapping[str, Any] | TargetAdapter) -> TargetAdapter
     """Build an adapter from ``"regression"``, ``{kind: classification, class: label}`` or an adapter instance."""
     if isinstance(spec, TargetAdapter):
         return spec
-    if isinstance(spec, DictConfig):
-        try:
-            spec = OmegaConf.to_container(spec, resolve=True)  # type: ignore[assignment]
-        except OmegaConfBaseException as err:  # e.g. an interpolation that does not resolve
-            raise CerebroConfigError(f"`target`: {str(err).splitlines()[0]}") from None
+    spec = to_plain(spec, "`target`")
     if isinstance(spec, str):
         spec = {"kind": spec}
     if not isinstance(spec, Mapping):

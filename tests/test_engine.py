@@ -131,19 +131,24 @@ def test_cuda_oom_halves_the_chunk_and_retries() -> None:
         ChunkPolicy(4, None, torch.device("cpu"), fixed=4).run(10, always)
 
 
+def _oom_above(monkeypatch, limit: int) -> None:  # noqa: ANN001
+    """Fault injection: a gradient pass over more than ``limit`` points raises CUDA's out-of-memory error."""
+    real_forward = ScalarForward.forward
+
+    def flaky(self, inp, index=None):  # noqa: ANN001, ANN202
+        if torch.is_grad_enabled() and inp.shape[0] > limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_forward(self, inp, index)
+
+    monkeypatch.setattr(ScalarForward, "forward", flaky)
+
+
 def test_oom_in_the_ig_pass_recovers_with_equal_results(tmp_path, monkeypatch) -> None:
     model = TinyConv1d(n_chans=4, n_times=32)
     x = torch.randn(8, 4, 32)
     ref = autopsy(model, (x,), tmp_path / "ref", [{"integrated_gradients": {"n_steps": 8, "internal_batch_size": 64}}])
     assert ref["diagnostics"]["integrated_gradients"]["status"] == "ok"
-    real_forward = ScalarForward.forward
-
-    def flaky(self, x, index=None):  # noqa: ANN001, ANN202
-        if torch.is_grad_enabled() and x.shape[0] > 16:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real_forward(self, x, index)
-
-    monkeypatch.setattr(ScalarForward, "forward", flaky)
+    _oom_above(monkeypatch, 16)
     summary = autopsy(model, (x,), tmp_path / "oom", [{"integrated_gradients": {"n_steps": 8,
                                                                                 "internal_batch_size": 64}}])
     rec = summary["diagnostics"]["integrated_gradients"]
@@ -199,14 +204,7 @@ def test_oom_in_gradcam_halves_and_recovers(tmp_path, monkeypatch) -> None:
     model = TinyConv1d(n_chans=4, n_times=32)
     x = torch.randn(12, 4, 32)
     ref = autopsy(model, (x,), tmp_path / "ref", ["layer_gradcam"], batch_size=12)
-    real_forward = ScalarForward.forward
-
-    def flaky(self, inp, index=None):  # noqa: ANN001, ANN202
-        if torch.is_grad_enabled() and inp.shape[0] > 3:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real_forward(self, inp, index)
-
-    monkeypatch.setattr(ScalarForward, "forward", flaky)
+    _oom_above(monkeypatch, 3)
     summary = autopsy(model, (x,), tmp_path / "oom", ["layer_gradcam"], batch_size=12)
     assert summary["diagnostics"]["layer_gradcam"]["status"] == "ok"
     np.testing.assert_allclose(load_array(tmp_path / "oom", "layer_gradcam", "attributions"),

@@ -12,11 +12,12 @@ import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from cerebro.errors import CerebroConfigError, choice_error
+from cerebro.plain import to_plain
 
 if TYPE_CHECKING:
     from cerebro.engine.context import AutopsyContext
@@ -28,16 +29,6 @@ __all__ = ["Diagnostic", "NoOptions", "validate_options"]
 @dataclasses.dataclass
 class NoOptions:
     """A diagnostic without options."""
-
-
-def _container(name: str, options: Any) -> Any:
-    """Hydra's DictConfig as a plain dict (resolved), with a config error for interpolations that do not resolve."""
-    if not isinstance(options, DictConfig):
-        return options
-    try:
-        return OmegaConf.to_container(options, resolve=True)
-    except OmegaConfBaseException as err:
-        raise CerebroConfigError(f"options of diagnostic {name!r}: {str(err).splitlines()[0]}") from None
 
 
 def _merges(schema: type, key: Any, value: Any) -> bool:
@@ -52,7 +43,7 @@ def validate_options(name: str, schema: type, options: Mapping[str, Any] | None)
     """Merge ``options`` into the ``schema`` dataclass, raising :class:`CerebroConfigError` on any mistake."""
     if options is None:
         options = {}
-    options = _container(name, options)
+    options = to_plain(options, f"options of diagnostic {name!r}")
     if not isinstance(options, Mapping):
         raise CerebroConfigError(f"options of diagnostic {name!r} must be a mapping, got {type(options).__name__}: {options!r}")
     fields = {f.name: f for f in dataclasses.fields(schema)}
@@ -100,7 +91,7 @@ class Diagnostic:
     requires_labels: ClassVar[bool] = False
 
     def __init__(self, options: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
-        options = _container(self.name or type(self).__name__, options)
+        options = to_plain(options, f"options of diagnostic {self.name or type(self).__name__!r}")
         if options is not None and not isinstance(options, Mapping):
             raise CerebroConfigError(f"options of diagnostic {self.name or type(self).__name__!r} must be a mapping, "
                                      f"got {type(options).__name__}: {options!r}")

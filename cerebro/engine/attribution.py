@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from cerebro.report.eeg import eeg_figures, time_course
 from cerebro.report.figures import bar, heatmap, line
 from cerebro.report.writer import DiagnosticOutput
 
@@ -54,22 +55,8 @@ def summarize_maps(out: DiagnosticOutput, mean_abs: np.ndarray, input_shape: tup
     """Summaries of the mean absolute map (shape ``input_shape`` or ``(1, *spatial)``): channel/time importance for
     ``(C, T)`` signals, a spatial heatmap for images, bars for flat features."""
     m = np.asarray(mean_abs, dtype=np.float64)
-    eeg = getattr(out.writer, "eeg", None)
-    if len(input_shape) == 2 and eeg is not None:  # named channels, seconds, scalp topomap
-        _eeg_summaries(out, m, input_shape, what, eeg)
-    elif len(input_shape) == 2:  # (channels, time) signals
-        c, t = input_shape
-        if m.shape == (c, t):
-            out.metric("channel_importance", m.mean(axis=1))
-            out.array("channel_importance", m.mean(axis=1))
-            out.metric("top_channels", np.argsort(-m.mean(axis=1))[:10])
-            out.figure(heatmap(m, f"{what}: mean |attribution|, channel x time", "time sample", "channel"), "heatmap")
-            out.figure(bar([str(i) for i in range(c)], m.mean(axis=1), f"{what}: importance per channel",
-                           "mean |attribution|"), "channels")
-        time = m.reshape(-1, m.shape[-1]).mean(axis=0)
-        out.array("time_importance", time)
-        out.metric("peak_time_index", int(np.argmax(time)))
-        out.figure(line(time, f"{what}: importance over time", "time sample", "mean |attribution|"), "time")
+    if len(input_shape) == 2:  # (channels, time) signals
+        _signal_summaries(out, m, input_shape, what, getattr(out.writer, "eeg", None))
     elif len(input_shape) == 3:  # (channels, height, width) images
         spatial = m.reshape(-1, *m.shape[-2:]).mean(axis=0)
         out.array("spatial_importance", spatial)
@@ -81,25 +68,34 @@ def summarize_maps(out: DiagnosticOutput, mean_abs: np.ndarray, input_shape: tup
                        "mean |attribution|"), "features")
 
 
-def _eeg_summaries(out: DiagnosticOutput, m: np.ndarray, input_shape: tuple[int, ...], what: str, eeg: Any) -> None:
-    from cerebro.report.eeg import eeg_figures, time_course
-
+def _signal_summaries(out: DiagnosticOutput, m: np.ndarray, input_shape: tuple[int, ...], what: str,
+                      eeg: Any) -> None:
+    """Channel and time importance of a ``(C, T)`` (or time-only layer) map; with an EEG description (``eeg``
+    option) the channels carry their names, time is in seconds and a montage adds a scalp topomap."""
     c, t = input_shape
+    full = m.shape == (c, t)
     time = m.reshape(-1, m.shape[-1]).mean(axis=0)
+    if full:
+        channel = m.mean(axis=1)
+        top = np.argsort(-channel)[:10]
+        out.metric("channel_importance", channel)
+        out.array("channel_importance", channel)
+        out.metric("top_channels", top)
+        if eeg is not None and eeg.channel_names:
+            out.metric("top_channel_names", [eeg.channel_names[i] for i in top])
+        out.figure(heatmap(m, f"{what}: mean |attribution|, channel x time", "time sample", "channel"), "heatmap")
     out.array("time_importance", time)
     out.metric("peak_time_index", int(np.argmax(time)))
-    if eeg.sfreq:
+    if eeg is not None and eeg.sfreq:
         out.metric("peak_time_s", float(np.argmax(time) / eeg.sfreq))
-    if m.shape != (c, t):  # a layer map over time only
-        out.figure(time_course(time, eeg.sfreq, f"{what}: importance over time"), "time")
-        return
-    channel = m.mean(axis=1)
-    out.metric("channel_importance", channel)
-    out.array("channel_importance", channel)
-    top = np.argsort(-channel)[:10]
-    out.metric("top_channels", top)
-    if eeg.channel_names:
-        out.metric("top_channel_names", [eeg.channel_names[i] for i in top])
-    out.figure(heatmap(m, f"{what}: mean |attribution|, channel x time", "time sample", "channel"), "heatmap")
-    for key, fig in eeg_figures(m, eeg, what).items():
+    if eeg is not None and full:
+        figures = eeg_figures(m, eeg, what)
+    elif eeg is not None:
+        figures = {"time": time_course(time, eeg.sfreq, f"{what}: importance over time")}
+    else:
+        figures = {"time": line(time, f"{what}: importance over time", "time sample", "mean |attribution|")}
+        if full:
+            figures = {"channels": bar([str(i) for i in range(c)], channel, f"{what}: importance per channel",
+                                       "mean |attribution|"), **figures}
+    for key, fig in figures.items():
         out.figure(fig, key)

@@ -14,6 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from cerebro.errors import CerebroConfigError, choice_error, suggest
+from cerebro.plain import to_plain
 from cerebro.report.figures import bar, new_figure
 
 __all__ = ["EEGInfo", "build_eeg_info", "eeg_importance", "channel_bars", "time_course", "topomap", "eeg_figures"]
@@ -159,14 +160,7 @@ def build_eeg_info(spec: Any) -> EEGInfo | None:
     without the input (types, sampling rate, montage and names); the channel count is checked on the samples."""
     if spec is None or isinstance(spec, EEGInfo):
         return spec
-    if hasattr(spec, "items") and not isinstance(spec, dict):  # OmegaConf DictConfig
-        from omegaconf import OmegaConf
-        from omegaconf.errors import OmegaConfBaseException
-
-        try:
-            spec = OmegaConf.to_container(spec, resolve=True)
-        except OmegaConfBaseException as err:
-            raise CerebroConfigError(f"`eeg`: {str(err).splitlines()[0]}") from None
+    spec = to_plain(spec, "`eeg`")
     if not isinstance(spec, dict):
         raise CerebroConfigError(f"`eeg` must be a mapping with channel_names, sfreq and montage, got {spec!r}")
     keys = ("channel_names", "sfreq", "montage")

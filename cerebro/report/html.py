@@ -66,6 +66,13 @@ def _header(s: dict[str, Any]) -> str:
             + _table(rows))
 
 
+def _verdict(word: Any, detail: Any = None) -> str:
+    """A table cell for one sanity check: pass / fail / not applicable, with its number."""
+    cls = "pass" if word == "pass" else "fail" if word == "fail" else "na"
+    extra = f" ({detail:.2f})" if isinstance(detail, float) else ""
+    return f"<td class='{cls}'>{escape(str(word or 'n/a'))}{escape(extra)}</td>"
+
+
 def _sanity(s: dict[str, Any]) -> tuple[str, dict[str, str]]:
     """The verdict table, and per method a one-word verdict for the status table."""
     rec = s["diagnostics"].get("sanity_checks")
@@ -82,15 +89,10 @@ def _sanity(s: dict[str, Any]) -> tuple[str, dict[str, str]]:
         failed = any(c == "fail" for c in checks) or m.get("degenerate")
         verdicts[name] = "fail" if failed else "pass"
 
-        def v(word: Any, detail: Any = None) -> str:
-            cls = "pass" if word == "pass" else "fail" if word == "fail" else "na"
-            extra = f" ({detail:.2f})" if isinstance(detail, float) else ""
-            return f"<td class='{cls}'>{escape(str(word or 'n/a'))}{escape(extra)}</td>"
-
-        rows.append(f"<tr><td>{escape(name)}</td>{v(m.get('model_randomization'), m.get('final_spearman'))}"
-                    f"{v(m.get('target_randomization'), m.get('target_randomization_spearman'))}"
-                    f"{v(m.get('completeness'), m.get('completeness_median_relative_error'))}"
-                    f"{v('fail' if m.get('degenerate') else 'pass')}</td></tr>")
+        rows.append(f"<tr><td>{escape(name)}</td>{_verdict(m.get('model_randomization'), m.get('final_spearman'))}"
+                    f"{_verdict(m.get('target_randomization'), m.get('target_randomization_spearman'))}"
+                    f"{_verdict(m.get('completeness'), m.get('completeness_median_relative_error'))}"
+                    f"{_verdict('fail' if m.get('degenerate') else 'pass')}</tr>")
     head = ("<h2 id='sanity'>Sanity checks</h2><p>Does each method explain the model? Maps must change when the "
             "weights are randomized (Spearman after the last layer below the threshold) and when another class is "
             "explained; IG attributions must sum to f(x) - f(baseline); no map may be constant, zero or NaN.</p>"
