@@ -67,4 +67,23 @@ def parse_diagnostics(spec: Any) -> list[Diagnostic]:
         diagnostics.append(diag)
     if not diagnostics:
         raise CerebroConfigError("`diagnostics` is empty: list at least one of the registered diagnostics")
-    return diagnostics
+    return run_order(diagnostics)
+
+
+def run_order(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
+    """The list order, except that a diagnostic with ``after_attributions`` / ``runs_after`` comes after the
+    attribution diagnostics / the named diagnostics of the run it reads (a stable topological order)."""
+    from cerebro.diagnostics.attribution import AttributionDiagnostic
+
+    attributions = {d.name for d in diagnostics if isinstance(d, AttributionDiagnostic)}
+    needs = {d.name: ({*d.runs_after} | (attributions if d.after_attributions else set())) - {d.name}
+             for d in diagnostics}
+    pending, ordered = list(diagnostics), []
+    while pending:
+        waiting = {d.name for d in pending}
+        ready = next((d for d in pending if not needs[d.name] & waiting), None)
+        if ready is None:
+            raise CerebroConfigError(f"diagnostics {sorted(waiting)} each wait for another to run first")
+        ordered.append(ready)
+        pending.remove(ready)
+    return ordered

@@ -6,6 +6,7 @@ from cerebro.diagnostics import (
     attention_rollout,
     deeplift,
     failure_modes,
+    faithfulness,
     gradient_shap,
     gradients,
     input_x_gradient,
@@ -23,7 +24,7 @@ from cerebro.diagnostics import (
 )
 from cerebro.diagnostics.base import Diagnostic
 
-__all__ = ["Diagnostic", "ablation", "activations", "attention_rollout", "deeplift", "failure_modes", "gradient_shap", "gradients",
+__all__ = ["Diagnostic", "ablation", "activations", "attention_rollout", "deeplift", "failure_modes", "faithfulness", "gradient_shap", "gradients",
            "input_x_gradient", "integrated_gradients", "layer_activation", "layer_conductance", "layer_gradcam",
            "layer_integrated_gradients", "neuron_integrated_gradients", "occlusion", "predictions", "saliency", "sanity_checks",
            "smoothgrad"]

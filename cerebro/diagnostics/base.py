@@ -89,6 +89,10 @@ class Diagnostic:
     Options: ClassVar[type] = NoOptions
     #: Needs labels in the batches; without them the diagnostic is ``skipped`` with the reason.
     requires_labels: ClassVar[bool] = False
+    #: Runs after every attribution diagnostic of the run (it reads their saved maps), wherever it is listed.
+    after_attributions: ClassVar[bool] = False
+    #: Runs after these diagnostics (registry names) when they are in the run, wherever it is listed.
+    runs_after: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, options: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         options = to_plain(options, f"options of diagnostic {self.name or type(self).__name__!r}")

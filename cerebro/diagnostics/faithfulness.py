@@ -1,0 +1,406 @@
+"""``faithfulness``: which map to believe. Deletion/insertion curves of every saved map against random order.
+
+Petsiuk, Das & Saenko, "RISE: Randomized Input Sampling for Explanation of Black-box Models", BMVC 2018
+(arXiv:1806.07421): deleting the units a faithful map ranks first makes the score fall faster, and inserting them
+first makes it rise faster, than in a random order of the same units with the same replacement. Captum's
+``infidelity`` (Yeh et al. 2019) and ``sensitivity_max`` run on a few samples. Combined with the ``sanity_checks``
+verdicts (Adebayo et al. 2018) into one verdict per method (trust | care | do_not_read) and one recommended method.
+
+Reads the maps the attribution diagnostics of the run saved (``arrays/<method>/attributions.npy``); nothing is
+re-attributed except for ``sensitivity_max`` on ``metric_samples`` samples. Forward passes only, no backward.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from cerebro.diagnostics.attribution import AttributionDiagnostic
+from cerebro.diagnostics.base import Diagnostic
+from cerebro.engine.baselines import make_baseline
+from cerebro.engine.budget import points_per_pass
+from cerebro.engine.captum_metrics import noise_infidelity, uniform_sensitivity
+from cerebro.engine.chunking import ChunkPolicy
+from cerebro.engine.context import AutopsyContext
+from cerebro.engine.perturbation import (UNIT_KINDS, Units, blur, curve_area, make_units, maps_on_input,
+                                         perturbation_curves, random_orders, unit_counts, unit_order)
+from cerebro.engine.rng import seeded
+from cerebro.engine.store import RowTensor
+from cerebro.errors import CerebroConfigError, DiagnosticSkipped
+from cerebro.registry import register_diagnostic
+from cerebro.report.figures import new_figure
+from cerebro.report.writer import DiagnosticOutput
+from cerebro.samples import SampleSet
+
+__all__ = ["Faithfulness", "FaithfulnessOptions", "verdict"]
+
+_REPLACEMENTS = ("baseline", "blur", "mean")
+_SCORES = ("auto", "target", "probability")
+#: Steps chosen by ``steps: auto`` stay within these bounds.
+AUTO_STEPS = (5, 32)
+
+
+@dataclass
+class FaithfulnessOptions:
+    #: Attribution diagnostics of the run to evaluate; null = every one.
+    methods: Optional[list[str]] = None
+    #: Units perturbed together: auto | patches | channels | time | blocks | features | tokens.
+    units: str = field(default="auto", metadata={"choices": UNIT_KINDS})
+    #: Image patch side in pixels; null = smallest side giving at most 256 patches.
+    patch: Optional[int] = field(default=None, metadata={"min": 1})
+    #: Samples per time window (time, blocks); null = T / 20.
+    window: Optional[int] = field(default=None, metadata={"min": 1})
+    #: Channels per block (blocks).
+    block_channels: int = field(default=1, metadata={"min": 1})
+    #: Levels of each curve (unperturbed ... fully replaced), or auto: as many as keep the cost within the IG pass.
+    steps: Any = "auto"
+    #: What replaces a unit: baseline (integrated_gradients' baseline, else zeros) | blur | mean (sample-set mean).
+    replacement: str = field(default="baseline", metadata={"choices": _REPLACEMENTS})
+    #: Gaussian sigma of blur in samples/pixels; null = a tenth of the longest spatial or time axis.
+    blur_sigma: Optional[float] = field(default=None, metadata={"min": 0.0})
+    #: Token id that replaces tokens (token-id inputs); null = the autopsy's tokens.baseline (pad | mask | an id).
+    token_baseline: Optional[int] = field(default=None, metadata={"min": 0})
+    #: Random unit orders averaged into the chance curve.
+    random_orders: int = field(default=3, metadata={"min": 1})
+    #: Curve of: auto (class probability for classification, else the target's scalar) | target | probability.
+    score: str = field(default="auto", metadata={"choices": _SCORES})
+    #: Samples for Captum's infidelity and sensitivity_max (0 = off).
+    metric_samples: int = field(default=4, metadata={"min": 0})
+    #: Noise draws per sample of infidelity (forward passes only).
+    n_perturb_samples: int = field(default=8, metadata={"min": 1})
+    #: Noise draws per sample of sensitivity_max (each one re-runs the method).
+    sensitivity_perturbations: int = field(default=4, metadata={"min": 1})
+    #: Their noise scale, as a fraction of the inputs' standard deviation.
+    noise: float = field(default=0.1, metadata={"min": 0.0})
+    #: Re-run each method for sensitivity_max (metric_samples x sensitivity_perturbations attributions per method).
+    sensitivity: bool = True
+    #: Verdict trust needs a score at least this (0 = random order).
+    trust_score: float = field(default=0.15, metadata={"min": 0.0})
+    #: Below this (or within two standard errors of 0) a map is read as no better than random order.
+    min_score: float = field(default=0.05, metadata={"min": 0.0})
+
+
+def verdict(score: float | None, stderr: float | None, sanity: dict[str, Any] | None, trust_score: float,
+            min_score: float) -> tuple[str, str]:
+    """``(trust | care | do_not_read, why)`` from the faithfulness score and the method's sanity-check record."""
+    sanity = sanity or {}
+    if sanity.get("model_randomization") == "fail":
+        return "do_not_read", ("fails model randomization (sanity_checks): the map barely depends on the weights, "
+                               "so it explains the input, not the model")
+    if sanity.get("degenerate"):
+        return "do_not_read", "degenerate map (sanity_checks): constant, zero or non-finite values"
+    if score is None:
+        return "care", "the score does not move when units are replaced: faithfulness cannot be measured here"
+    if score < min_score or score - 2 * (stderr or 0.0) <= 0:
+        return "do_not_read", f"no more faithful than random order (score {score:.3f} +- {2 * (stderr or 0):.3f})"
+    cautions = [f"{k.replace('_', ' ')} fails (sanity_checks)" for k in ("target_randomization", "completeness")
+                if sanity.get(k) == "fail"]
+    if score < trust_score:
+        cautions.insert(0, f"only slightly more faithful than random order (score {score:.3f} < {trust_score})")
+    if cautions:
+        return "care", "; ".join(cautions)
+    checked = "passes the sanity checks" if sanity else "sanity_checks not run"
+    return "trust", f"clearly more faithful than random order (score {score:.3f}); {checked}"
+
+
+@register_diagnostic("faithfulness")
+class Faithfulness(Diagnostic):
+    """Deletion/insertion AUC of every attribution map of the run vs random order, a verdict per method and a
+    recommended method. Runs after the attribution diagnostics and ``sanity_checks`` wherever it is listed."""
+
+    Options = FaithfulnessOptions
+    after_attributions: ClassVar[bool] = True
+    runs_after: ClassVar[tuple[str, ...]] = ("sanity_checks",)
+
+    def validate(self) -> None:
+        s = self.options.steps
+        if s != "auto" and (isinstance(s, bool) or not isinstance(s, int) or s < 3):
+            raise CerebroConfigError(f"`faithfulness.steps` must be an int >= 3 or 'auto', got {s!r}")
+        if self.options.methods is not None:
+            from cerebro.registry import get_diagnostic
+
+            for name in self.options.methods:
+                if not issubclass(get_diagnostic(name), AttributionDiagnostic):
+                    raise CerebroConfigError(f"`faithfulness.methods` lists {name!r}, which makes no attribution maps")
+
+    # -- set-up ---------------------------------------------------------------------------------------------------
+    def _methods(self, ctx: AutopsyContext, root: Path) -> tuple[dict[str, RowTensor], dict[str, str]]:
+        records = ctx.extras.get("records", {})
+        chosen = [d for d in ctx.extras.get("diagnostics", []) if isinstance(d, AttributionDiagnostic)
+                  and (self.options.methods is None or d.name in self.options.methods)]
+        maps, skipped = {}, {}
+        for d in chosen:
+            rec = records.get(d.name, {})
+            path, where = root / "arrays" / d.name / "attributions.npy", root / "arrays" / d.name / "indices.npy"
+            if rec.get("status") != "ok":
+                skipped[d.name] = f"{d.name} {rec.get('status', 'did not run')}: {rec.get('reason')}"
+            elif not path.is_file() or not where.is_file():
+                skipped[d.name] = f"{d.name} saved no attributions.npy/indices.npy"
+            elif not np.array_equal(np.load(where), ctx.samples.indices):
+                skipped[d.name] = f"{d.name}'s maps are of other samples (indices.npy differs)"
+            else:
+                rows = RowTensor(path)
+                if maps_on_input(rows[0:1].float(), ctx.samples.input_shape) is None:
+                    skipped[d.name] = (f"{d.name}'s maps {tuple(rows.shape[1:])} cannot be placed on the input "
+                                       f"{tuple(ctx.samples.input_shape)}")
+                else:
+                    maps[d.name] = rows
+        for name in self.options.methods or []:
+            if name not in maps and name not in skipped:
+                skipped[name] = f"{name} is not in this run's diagnostics"
+        return maps, skipped
+
+    def _steps(self, ctx: AutopsyContext, n_methods: int) -> tuple[int, str]:
+        o = self.options
+        if o.steps != "auto":
+            return int(o.steps), "set by faithfulness.steps"
+        ig = ctx.extras.get("records", {}).get("integrated_gradients", {}).get("metrics", {})
+        if not ig.get("steps_mean"):
+            return 16, "auto without integrated_gradients in the run: 16"
+        # IG costs steps forward+backward points per sample, counted as 2 forwards each (a backward costs about
+        # 2 forwards, so this leaves a margin); the curves cost 2 * (methods + random orders) * (steps - 2) + 2.
+        budget = 2 * float(ig["steps_mean"])
+        per_level = 2 * (n_methods + o.random_orders)
+        steps = 2 + int((budget - 2) // per_level)
+        lo, hi = AUTO_STEPS
+        return min(hi, max(lo, steps)), (f"auto: within the IG pass ({ig['steps_mean']:g} forward+backward points per "
+                                         f"sample), {per_level} curves, bounds {lo}..{hi}")
+
+    def _reference(self, ctx: AutopsyContext, integer: bool) -> tuple[Tensor | None, str]:
+        o = self.options
+        if integer:
+            if o.replacement != "baseline":
+                raise CerebroConfigError(f"faithfulness.replacement {o.replacement!r} needs real-valued inputs; "
+                                         "token ids are replaced by token_baseline (replacement: baseline)")
+            tokens = getattr(ctx, "tokens", None)
+            if o.token_baseline is not None:
+                token, why = o.token_baseline, "faithfulness.token_baseline"
+            elif tokens is not None:
+                token, why = tokens.baseline_id(self.name), f"tokens.baseline {tokens.options.baseline}"
+            else:
+                raise CerebroConfigError("faithfulness: integer inputs without a token baseline; set "
+                                         "faithfulness.token_baseline (or the autopsy's tokens.baseline) to a token id")
+            return torch.full((1, *ctx.samples.input_shape), token, dtype=ctx.samples.x.dtype), \
+                f"token id {token} ({why})"
+        if o.replacement == "blur":
+            return None, "blurred input"
+        if o.replacement == "mean":
+            return make_baseline("mean", ctx.samples.x, owner=self.name), "mean input of the sample set"
+        ig = next((d for d in ctx.extras.get("diagnostics", []) if d.name == "integrated_gradients"), None)
+        spec = ig.options.baseline if ig is not None else "zeros"
+        return make_baseline(spec, ctx.samples.x, owner=self.name), (
+            f"{spec} (integrated_gradients' baseline)" if ig is not None else "zeros")
+
+    def _scorer(self, ctx: AutopsyContext) -> tuple[Any, str]:
+        kind = self.options.score
+        if kind == "auto":
+            kind = "probability" if ctx.target.kind == "classification" else "target"
+        if kind == "probability":
+            if ctx.outputs.ndim != 2 or ctx.index is None:
+                raise CerebroConfigError("faithfulness.score probability needs (B, K) logits and a class per sample; "
+                                         "use score: target")
+            return (lambda x, idx: ctx.model(x).float().softmax(1).gather(1, idx.reshape(-1, 1)).squeeze(1)), \
+                "probability of the explained class"
+        return (lambda x, idx: ctx.forward(x, *(() if idx is None else (idx,)))), "the target's scalar"
+
+    # -- run ------------------------------------------------------------------------------------------------------
+    def run(self, ctx: AutopsyContext, out: DiagnosticOutput) -> None:
+        o = self.options
+        t0 = time.perf_counter()
+        maps, skipped = self._methods(ctx, out.writer.root)
+        if skipped:
+            out.metric("not_evaluated", skipped)
+        if not maps:
+            raise DiagnosticSkipped("no attribution maps of this run to evaluate" + (f": {skipped}" if skipped else ""))
+        shape = tuple(ctx.samples.input_shape)
+        integer = not ctx.samples.x.dtype.is_floating_point
+        units = make_units(shape, o.units, o.patch, o.window, o.block_channels, integer)
+        steps, rule = self._steps(ctx, len(maps))
+        counts = unit_counts(units.n, steps)
+        reference, ref_name = self._reference(ctx, integer)
+        score, score_name = self._scorer(ctx)
+        sigma = o.blur_sigma or max(1.0, max(shape[1:] or shape) / 10)
+        axes = tuple(range(2, len(shape) + 1)) if len(shape) >= 2 else (1,)
+        limit = points_per_pass(ctx.model, ctx.x(slice(0, 1)), ctx.memory_budget)
+        policy = ChunkPolicy(limit, ("faithfulness", type(ctx.model).__qualname__, shape, str(ctx.device)), ctx.device)
+        names = list(maps)
+        n = ctx.n
+        dele = {m: np.zeros((n, steps)) for m in [*names, "random"]}
+        ins = {m: np.zeros((n, steps)) for m in [*names, "random"]}
+        rand_area = {"deletion": np.zeros(n), "insertion": np.zeros(n)}
+        ties = torch.Generator().manual_seed(ctx.seed)
+        for sl in ctx.chunks():
+            x = ctx.x(sl)
+            ref = (blur(x, sigma, axes) if reference is None else reference.to(ctx.device).expand_as(x))
+            index = None if ctx.index is None else ctx.index[sl].to(ctx.device)
+            orders = []
+            for m in names:
+                values = maps_on_input(maps[m][sl].float(), shape)
+                orders.append(unit_order(values, units, ties))
+            orders += [random_orders(ctx.samples.indices[sl], units.n, ctx.seed, r) for r in range(o.random_orders)]
+            d, i = perturbation_curves(score, x, ref, index, orders, units, counts, policy, ctx.check_deadline)
+            for k, m in enumerate(names):
+                dele[m][sl], ins[m][sl] = d[k].numpy(), i[k].numpy()
+            rd, ri = d[len(names):], i[len(names):]
+            dele["random"][sl], ins["random"][sl] = rd.mean(0).numpy(), ri.mean(0).numpy()
+            rand_area["deletion"][sl] = curve_area(rd, counts, units.n).mean(0).numpy()
+            rand_area["insertion"][sl] = curve_area(ri, counts, units.n).mean(0).numpy()
+        curve_seconds = time.perf_counter() - t0
+        results = self._score(ctx, names, dele, ins, rand_area, counts, units, out)
+        t1 = time.perf_counter()
+        if o.metric_samples and not integer:
+            self._captum_metrics(ctx, maps, results, shape)
+        metric_seconds = time.perf_counter() - t1
+        self._verdicts(ctx, results, out)
+        for m in names:
+            out.array(f"{m}_deletion", dele[m].astype(np.float32))
+            out.array(f"{m}_insertion", ins[m].astype(np.float32))
+        out.array("random_deletion", dele["random"].astype(np.float32))
+        out.array("random_insertion", ins["random"].astype(np.float32))
+        out.array("fraction_perturbed", np.array(counts, dtype=np.float64) / units.n)
+        out.array("indices", ctx.samples.indices)
+        self._figure(out, names, dele, ins, counts, units, results)
+        ig = ctx.extras.get("records", {}).get("integrated_gradients", {})
+        total = time.perf_counter() - t0
+        out.metric("units", units.describe())
+        out.metric("unit_kind", units.kind)
+        out.metric("n_units", units.n)
+        out.metric("steps", steps)
+        out.metric("steps_rule", rule)
+        out.metric("random_orders", o.random_orders)
+        out.metric("replacement", ref_name)
+        out.metric("curve_score", score_name)
+        out.metric("forward_points", int(n * (2 * (len(names) + o.random_orders) * sum(
+            1 for c in counts if 0 < c < units.n) + 2)))
+        out.metric("seconds_curves", round(curve_seconds, 4))
+        out.metric("seconds_captum_metrics", round(metric_seconds, 4))
+        if ig.get("status") == "ok" and ig.get("seconds"):
+            out.metric("integrated_gradients_seconds", ig["seconds"])
+            out.metric("cost_ratio_vs_ig", round(curve_seconds / ig["seconds"], 4))
+            out.metric("cost_ratio_vs_ig_total", round(total / ig["seconds"], 4))
+        for k, v in policy.describe().items():
+            out.metric(k, v)
+
+    def _score(self, ctx: AutopsyContext, names: list[str], dele: dict[str, np.ndarray], ins: dict[str, np.ndarray],
+               rand_area: dict[str, np.ndarray], counts: list[int], units: Units, out: DiagnosticOutput
+               ) -> dict[str, dict[str, Any]]:
+        full, empty = dele["random"][:, 0], dele["random"][:, -1]
+        fraction = bool(np.all(full > 0))
+        scale = full if fraction else np.ones_like(full)
+        out.metric("auc_scale", "fraction of the unperturbed score" if fraction else "the score's own units")
+        rd_raw, ri_raw = rand_area["deletion"], rand_area["insertion"]
+        out.metric("unperturbed_score_mean", float(full.mean()))
+        out.metric("replaced_score_mean", float(empty.mean()))
+        results: dict[str, dict[str, Any]] = {}
+        for m in names:
+            d_raw = curve_area(torch.from_numpy(dele[m]), counts, units.n).numpy()
+            i_raw = curve_area(torch.from_numpy(ins[m]), counts, units.n).numpy()
+            per_sample = (rd_raw - d_raw) + (i_raw - ri_raw)
+            # The area between two curves is at most the range of the values they take: with both curves' range as
+            # the unit, the score lies in [-1, 1] whatever the score's own scale (0 = random order).
+            seen = np.concatenate([dele[m], ins[m], dele["random"], ins["random"]], 1)
+            norm = 2 * float(np.ptp(seen, 1).mean())
+            ok = norm > 1e-12 * max(1.0, float(np.abs(full).mean()))
+            score = float(per_sample.mean() / norm) if ok else None
+            stderr = float(per_sample.std(ddof=1) / math.sqrt(len(per_sample)) / norm) if ok and len(per_sample) > 1 \
+                else (0.0 if ok else None)
+            results[m] = {"deletion_auc": float((d_raw / scale).mean()), "insertion_auc": float((i_raw / scale).mean()),
+                          "random_deletion_auc": float((rd_raw / scale).mean()),
+                          "random_insertion_auc": float((ri_raw / scale).mean()),
+                          "score": score, "score_stderr": stderr,
+                          "deletion_gain": float(((rd_raw - d_raw) / scale).mean()),
+                          "insertion_gain": float(((i_raw - ri_raw) / scale).mean())}
+        return results
+
+    def _captum_metrics(self, ctx: AutopsyContext, maps: dict[str, RowTensor], results: dict[str, dict[str, Any]],
+                        shape: tuple[int, ...]) -> None:
+        o = self.options
+        k = min(o.metric_samples, ctx.n)
+        sl = slice(0, k)
+        x = ctx.x(sl).float()
+        std = float(x.std()) or 1.0
+        index = None if ctx.index is None else ctx.index[sl].to(ctx.device)
+        batch = max(1, points_per_pass(ctx.model, x[:1], ctx.memory_budget) // max(1, k))
+        diagnostics = {d.name: d for d in ctx.extras.get("diagnostics", [])}
+        for m, rows in maps.items():
+            ctx.check_deadline()
+            values = maps_on_input(rows[sl].float(), shape).to(ctx.device)
+            try:
+                with seeded(ctx.seed):
+                    inf = noise_infidelity(ctx.forward, x, values, index, o.noise * std, o.n_perturb_samples, batch)
+                results[m]["infidelity"] = float(inf.mean())
+            except Exception as err:  # noqa: BLE001 - recorded per method
+                results[m]["infidelity_error"] = f"{type(err).__name__}: {err}"
+            if not o.sensitivity or m not in diagnostics:
+                continue
+            try:
+                with seeded(ctx.seed):
+                    sens = uniform_sensitivity(_explainer(ctx, diagnostics[m], shape), x, index, o.noise * std,
+                                               o.sensitivity_perturbations, batch)
+                results[m]["sensitivity_max"] = float(sens.mean())
+            except Exception as err:  # noqa: BLE001 - recorded per method
+                results[m]["sensitivity_error"] = f"{type(err).__name__}: {err}"
+        for m in results:
+            results[m]["metric_samples"] = k
+
+    def _verdicts(self, ctx: AutopsyContext, results: dict[str, dict[str, Any]], out: DiagnosticOutput) -> None:
+        o = self.options
+        sanity_rec = ctx.extras.get("records", {}).get("sanity_checks", {})
+        sanity = (sanity_rec.get("metrics") or {}).get("methods", {}) if sanity_rec.get("status") == "ok" else {}
+        out.metric("sanity_checks", "used" if sanity else "not run")
+        for m, rec in results.items():
+            s = sanity.get(m) if isinstance(sanity.get(m), dict) and "error" not in sanity.get(m, {}) else None
+            rec["verdict"], rec["verdict_reason"] = verdict(rec["score"], rec["score_stderr"], s, o.trust_score,
+                                                            o.min_score)
+            rec["model_randomization"] = (s or {}).get("model_randomization", "not run")
+            if rec["verdict"] == "do_not_read":
+                out.flag(f"faithfulness: do not read {m}: {rec['verdict_reason']}")
+        ranked = sorted(results, key=lambda m: -(results[m]["score"] if results[m]["score"] is not None else -math.inf))
+        best = next((m for v in ("trust", "care") for m in ranked if results[m]["verdict"] == v), None)
+        out.metric("methods", results)
+        out.metric("ranking", ranked)
+        out.metric("recommended", best)
+        if best is None:
+            out.flag("faithfulness: no map of this run is more faithful than random order; read none of them")
+
+    def _figure(self, out: DiagnosticOutput, names: list[str], dele: dict[str, np.ndarray],
+                ins: dict[str, np.ndarray], counts: list[int], units: Units, results: dict[str, Any]) -> None:
+        from matplotlib.figure import Figure
+
+        frac = np.array(counts) / units.n
+        fig = Figure(figsize=(11, 4))
+        for ax, curves, title in ((fig.add_subplot(1, 2, 1), dele, "deletion (lower = more faithful)"),
+                                  (fig.add_subplot(1, 2, 2), ins, "insertion (higher = more faithful)")):
+            for m in names:
+                ax.plot(frac, curves[m].mean(0), marker=".", label=f"{m} ({results[m]['verdict']})")
+            ax.plot(frac, curves["random"].mean(0), "k--", label="random order")
+            ax.set_xlabel(f"fraction of {units.kind} replaced" if "deletion" in title else
+                          f"fraction of {units.kind} inserted")
+            ax.set_ylabel("mean score")
+            ax.set_title(title)
+        fig.axes[1].legend(fontsize=7)
+        out.figure(fig, "curves")
+
+
+def _explainer(ctx: AutopsyContext, diag: AttributionDiagnostic, shape: tuple[int, ...]) -> Any:
+    """``explain(x, index) -> input-shaped maps`` re-running ``diag`` on the inputs ``x`` (for sensitivity_max)."""
+
+    def explain(x: Tensor, index: Tensor | None) -> Tensor:
+        samples = SampleSet(x=x.detach().cpu(), y=None, indices=np.arange(x.shape[0]))
+        with torch.no_grad():
+            outputs = ctx.model(x.detach()).detach().cpu()
+        sub = AutopsyContext(model=ctx.model, target=ctx.target, samples=samples, device=ctx.device,
+                             batch_size=ctx.batch_size, outputs=outputs, index=None if index is None else index.cpu(),
+                             seed=ctx.seed, memory_budget=ctx.memory_budget)
+        state = diag.start(sub, DiagnosticOutput(diag.name, None))  # type: ignore[arg-type]
+        parts = [arrays["attributions"] for _, arrays in diag.blocks(sub, state, slice(0, sub.n))]
+        return maps_on_input(torch.from_numpy(np.concatenate(parts)).float(), shape).to(x.device)
+
+    return explain
