@@ -136,6 +136,23 @@ def _attribution(name: str, a: Path, b: Path, ra: dict, rb: dict, refuse: Option
     return rec
 
 
+def _faithfulness(da: dict[str, Any], db: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """Which map to believe, A vs B: the recommended method and, per method, verdict and score (delta ``b - a``)."""
+    ma, mb = ((d.get("faithfulness") or {}).get("metrics") or {} for d in (da, db))
+    if not ma and not mb:
+        return None
+    pa, pb = ma.get("methods") or {}, mb.get("methods") or {}
+    methods = {}
+    for name in list(pa) + [n for n in pb if n not in pa]:
+        ra, rb = pa.get(name) or {}, pb.get(name) or {}
+        sa, sb = ra.get("score"), rb.get("score")
+        methods[name] = {"verdict_a": ra.get("verdict"), "verdict_b": rb.get("verdict"), "score_a": sa, "score_b": sb,
+                         "score_delta": sb - sa if isinstance(sa, (int, float)) and isinstance(sb, (int, float))
+                         else None, "verdict_changed": ra.get("verdict") != rb.get("verdict")}
+    return {"recommended_a": ma.get("recommended"), "recommended_b": mb.get("recommended"),
+            "recommended_changed": ma.get("recommended") != mb.get("recommended"), "methods": methods}
+
+
 def _side(folder: Path, s: dict[str, Any]) -> dict[str, Any]:
     ckpt = s.get("checkpoint") or {}
     return {"folder": str(folder), "checkpoint": {"path": ckpt.get("path"), "sha256": ckpt.get("sha256")},
@@ -186,6 +203,7 @@ def compare_autopsies(a: str | Path, b: str | Path, out: str | Path) -> dict[str
         "metrics": {n: _metric_rows(da[n].get("metrics"), db[n].get("metrics")) for n in both},
         "flags": flags,
         "attributions": attributions,
+        "faithfulness": _faithfulness(da, db),
     }
     from cerebro.report.compare_html import render  # matplotlib only when a report is written
 

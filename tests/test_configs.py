@@ -30,7 +30,10 @@ def test_every_autopsy_yaml_instantiates(group_file: str) -> None:
     assert isinstance(cb, ModelAutopsy)
     names = [d.name for d in cb.config.diagnostics]
     assert names[: len(DEFAULT_DIAGNOSTICS)] == list(DEFAULT_DIAGNOSTICS)  # every set builds on the core six
-    assert names[len(DEFAULT_DIAGNOSTICS):] == [k for k in cfg.autopsy.diagnostics if k not in DEFAULT_DIAGNOSTICS]
+    listed = [k for k in cfg.autopsy.diagnostics if k not in DEFAULT_DIAGNOSTICS]
+    # faithfulness reads every map of the run and the sanity checks' verdicts: it runs after them wherever listed
+    assert names[len(DEFAULT_DIAGNOSTICS):] == [k for k in listed if k != "faithfulness"] + ["faithfulness"] * (
+        "faithfulness" in listed)
     assert cb.checkpoint == "best" and cb.split == "val" and cb.run_on == ("fit",)
 
 

@@ -266,3 +266,21 @@ def test_verdict_rules_and_option_errors() -> None:
         parse_diagnostics([{"faithfulness": {"replacement": "noise"}}])
     order = [d.name for d in parse_diagnostics(["faithfulness", "sanity_checks", "saliency", "predictions"])]
     assert order == ["sanity_checks", "saliency", "faithfulness", "predictions"]
+
+
+def test_compare_shows_verdict_and_score_changes(image_model: TinyCNN, tmp_path) -> None:
+    from cerebro.compare import compare_autopsies
+
+    x, y = _images(8, 4)
+    spec = [{"integrated_gradients": {"n_steps": 4}}, RandomMaps(), {"faithfulness": {"metric_samples": 0, "steps": 5}}]
+    autopsy(image_model, (x, y), tmp_path / "a", spec, target="classification")
+    untrained = TinyCNN().eval()
+    autopsy(untrained, (x, y), tmp_path / "b", spec, target="classification")
+    result = compare_autopsies(tmp_path / "a", tmp_path / "b", tmp_path / "cmp")
+    f = result["faithfulness"]
+    ig = f["methods"]["integrated_gradients"]
+    assert ig["verdict_a"] == "trust" and ig["score_a"] > 0.2
+    assert ig["score_delta"] == pytest.approx(ig["score_b"] - ig["score_a"])
+    assert f["methods"]["random_maps"]["verdict_a"] == "do_not_read"
+    assert f["recommended_a"] == "integrated_gradients"
+    assert f["recommended_changed"] == (f["recommended_b"] != "integrated_gradients")

@@ -143,6 +143,8 @@ class Faithfulness(Diagnostic):
                 skipped[d.name] = f"{d.name} {rec.get('status', 'did not run')}: {rec.get('reason')}"
             elif not path.is_file() or not where.is_file():
                 skipped[d.name] = f"{d.name} saved no attributions.npy/indices.npy"
+            elif (root / "arrays" / d.name / "frequencies.npy").is_file():
+                skipped[d.name] = f"{d.name} maps frequencies: deleting them in the input's own units does not apply"
             elif not np.array_equal(np.load(where), ctx.samples.indices):
                 skipped[d.name] = f"{d.name}'s maps are of other samples (indices.npy differs)"
             else:
