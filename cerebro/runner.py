@@ -292,6 +292,9 @@ def _eeg_views(info: EEGInfo | None, ctx: AutopsyContext, summary: dict[str, Any
     if info is None:
         return None
     shape = tuple(ctx.samples.input_shape)
+    if len(shape) == 1 and info.channel_names is None and info.montage is None:  # (T,) signals: the sampling rate
+        summary["eeg"] = {"channel_names": None, "sfreq": info.sfreq, "montage": None}
+        return info
     try:
         if len(shape) != 2:
             raise CerebroConfigError(f"eeg: channel names and montage need (channels, time) inputs, got {shape}")

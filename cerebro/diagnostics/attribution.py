@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from cerebro.diagnostics.base import Diagnostic
 from cerebro.engine.attribution import MapStats
@@ -112,6 +113,12 @@ class AttributionDiagnostic(Diagnostic):
         k = min(self.sample_figures, ctx.n)
         maps = RowTensor(writer.path)[0:k].numpy()
         inputs = ctx.samples.x[0:k].float().numpy()
+        self._eeg = getattr(out.writer, "eeg", None)  # seconds and channel names on the sample figures' axes
         for i in range(k):
-            out.figure(sample_figure(inputs[i], maps[i], f"{self.name}, sample {int(ctx.samples.indices[i])}"),
+            out.figure(self.sample_view(inputs[i], maps[i], f"{self.name}, sample {int(ctx.samples.indices[i])}"),
                        f"sample{i}")
+
+    def sample_view(self, x: np.ndarray, attr: np.ndarray, title: str) -> Figure:
+        """One sample's figure (input ``x`` with its stored map ``attr``); maps not shaped like the input (e.g.
+        frequency maps) override it."""
+        return sample_figure(x, attr, title, getattr(self, "_eeg", None))
