@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Iterable, Mapping
@@ -47,6 +48,19 @@ def _undistributed(loader: Any) -> Any:
         return DataLoader(loader.dataset, batch_size=loader.batch_size or 1, collate_fn=loader.collate_fn,
                           num_workers=0, shuffle=False)
     return loader
+
+
+def _naming_the_option(diag: Any, message: str) -> str:
+    """``message`` led by the option whose value it quotes (``layer_gradcam.layer``), so it says what to change."""
+    if message.startswith("`"):
+        return message
+    for f in dataclasses.fields(diag.options):
+        value = getattr(diag.options, f.name)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, str) and v and repr(v) in message for v in values):
+            rest = message[len(diag.name) + 2:] if message.startswith(f"{diag.name}: ") else message
+            return f"`{diag.name}.{f.name}`: {rest}"
+    return message if message.startswith(diag.name) else f"{diag.name}: {message}"
 
 
 class ModelAutopsy(Callback):
@@ -169,9 +183,16 @@ class ModelAutopsy(Callback):
 
     # -- Lightning hooks ------------------------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Checks that need the module (layer names) run here: before the first training step."""
+        """Checks that need the module (layer names) or the file system run here: before the first training step."""
+        if self.checkpoint not in CHECKPOINT_CHOICES and not os.path.isfile(self.checkpoint):
+            raise CerebroConfigError(
+                f"`checkpoint` {self.checkpoint!r} is not a file (relative paths start in {os.getcwd()}): name an "
+                f"existing .ckpt/.pt file, or one of {list(CHECKPOINT_CHOICES)} for this training's own checkpoints")
         for diag in [*self.config.diagnostics, *(self.periodic_config.diagnostics if self.periodic_config else [])]:
-            diag.check_model(pl_module)
+            try:
+                diag.check_model(pl_module)
+            except CerebroConfigError as err:
+                raise CerebroConfigError(_naming_the_option(diag, str(err))) from None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._train_device = pl_module.device
@@ -254,7 +275,7 @@ class ModelAutopsy(Callback):
             device = resolve_device(self.device) if self.device is not None else (self._train_device or pl_module.device)
             summary = execute(pl_module, loader, config, out, info, device, source=source,
                               loggers=trainer.loggers, step=trainer.global_step, comm=comm, history=history,
-                              progress=progress_for(trainer))
+                              progress=progress_for(trainer), announce=stage != "epoch")
         except AutopsyFailure:
             raise
         except Exception as err:  # noqa: BLE001 - never break the user's run unless strict

@@ -390,12 +390,14 @@ def execute(
     history: Sequence[tuple[int, str | Path]] = (),
     progress: str | None = None,
     progress_stream: Any = None,
+    announce: bool = False,
 ) -> dict[str, Any]:
     """Run a validated autopsy and write the report; returns the summary dict (also ``summary.json``).
 
     Under DDP (``comm`` with several ranks) every rank calls this with the same samples; rank 0 writes the report.
     ``history``: ``(epoch, folder)`` of periodic autopsies during training, summarised as ``drift``.
     ``progress``: ``"tqdm"``, ``"rich"`` or ``None`` (silent), see :func:`cerebro.report.progress.progress_for`.
+    ``announce``: print one line with the status and the report's path at the end (rank 0 only).
     """
     checkpoint = checkpoint or CheckpointInfo(source="live")
     device = device or resolve_device(None, model)
@@ -461,6 +463,10 @@ def execute(
         writer.write_summary(summary)
         write_html(writer, summary)
         log_summary(loggers, summary, step, root=writer.root)
+        if announce:
+            print(f"cerebro: autopsy {summary['status']}"
+                  + (f" ({summary['reason']})" if summary.get("reason") else "")
+                  + f"; report: {Path(output_dir) / 'report.html'}", flush=True)
     if summary["status"] != "ok":
         msg = f"cerebro autopsy {summary['status']}: {summary['reason']} (report: {Path(output_dir)})"
         if config.fail_on_error:
@@ -536,4 +542,5 @@ def run_autopsy(
     dev = resolve_device(device, model)
     info = CheckpointInfo(source="path", path=str(checkpoint)) if checkpoint not in (None, "live") else None
     return execute(model, dataloader, config, output_dir, info, dev, loggers=loggers,
-                   progress=progress_for(None, progress, progress_stream), progress_stream=progress_stream)
+                   progress=progress_for(None, progress, progress_stream), progress_stream=progress_stream,
+                   announce=True)

@@ -134,7 +134,8 @@ class RegressionTarget(TargetAdapter):
         elif out.ndim == 2:
             if self.index is None:
                 raise CerebroConfigError(
-                    f"regression target got output shape {_shape(out)} with {out.shape[1]} outputs; choose one: {fix} "
+                    f"regression target got output shape {_shape(out)} with {out.shape[1]} outputs: if they are class "
+                    f"logits, set target: classification; for {out.shape[1]} regression outputs, choose one: {fix} "
                     f"with k in [0, {out.shape[1]})"
                 )
             if not 0 <= self.index < out.shape[1]:

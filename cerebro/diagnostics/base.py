@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -16,7 +17,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
-from cerebro.errors import CerebroConfigError, choice_error
+from cerebro.errors import CerebroConfigError, choice_error, suggest
 from cerebro.plain import to_plain
 
 if TYPE_CHECKING:
@@ -67,8 +68,13 @@ def validate_options(name: str, schema: type, options: Mapping[str, Any] | None)
         if isinstance(v, float) and math.isnan(v):
             raise CerebroConfigError(f"`{name}.{f.name}` must be a number, got nan")
         choices = f.metadata.get("choices")
-        if choices is not None and v not in choices and not (f.metadata.get("path_ok") and isinstance(v, str)):
-            raise choice_error(f"{name}.{f.name}", v, choices)
+        if choices is not None and v not in choices:
+            if not (f.metadata.get("path_ok") and isinstance(v, str)):
+                raise choice_error(f"{name}.{f.name}", v, choices)
+            if not os.path.isfile(v):  # a name that is not a choice must be a file, checked before any training
+                raise CerebroConfigError(
+                    f"`{name}.{f.name}` can be one of {list(choices)} or the path of an existing .npy/.pt file, got "
+                    f"{v!r}, which is not a file (relative paths start in {os.getcwd()}).{suggest(v, [c for c in choices if isinstance(c, str)])}")
         low = f.metadata.get("min")
         if low is not None and isinstance(v, (int, float)) and not isinstance(v, bool) and v < low:
             raise CerebroConfigError(f"`{name}.{f.name}` must be >= {low}, got {v!r}")

@@ -105,11 +105,17 @@ class Predictions(Diagnostic):
         cm = np.zeros((k, k), dtype=np.int64)
         np.add.at(cm, (y, pred), 1)
         out.array("confusion_matrix", cm)
-        out.metric("accuracy", float(np.mean(pred == y)))
+        accuracy = float(np.mean(pred == y))
+        out.metric("accuracy", accuracy)
         counts = np.bincount(y, minlength=k)
         majority = int(np.argmax(counts))
-        out.metric("majority_class_accuracy", float(counts[majority] / len(y)))
+        majority_accuracy = float(counts[majority] / len(y))
+        out.metric("majority_class_accuracy", majority_accuracy)
         out.metric("per_class_accuracy", [float(cm[i, i] / counts[i]) if counts[i] else None for i in range(k)])
         if pred.size >= 2 and np.unique(pred).size == 1:
             out.flag(f"constant predictions: every sample predicted as class {int(pred[0])}")
+        elif pred.size >= 2 and np.unique(y).size > 1 and accuracy <= majority_accuracy:
+            # the classification twin of "no better than predicting the mean"
+            out.flag(f"no better than predicting the majority class: accuracy {accuracy:.3f} <= majority-class "
+                     f"accuracy {majority_accuracy:.3f} (class {majority})")
         out.figure(heatmap(cm, "confusion matrix", "predicted class", "true class", cmap="Blues"), "confusion")
