@@ -179,7 +179,8 @@ def _case(name: str) -> tuple[nn.Module, torch.utils.data.DataLoader, dict, obje
         x = torch.randn(6, 3, 16, 16, generator=torch.Generator().manual_seed(1))
         return TinyViT(), _loader(x, torch.randint(0, 3, (6,))), {}, "classification"
     opts = {"neuron_integrated_gradients": {"layer": "conv2", "neuron": [0, 3]},
-            "sanity_checks": {"samples": 3, "layers": 2}}.get(name, {})
+            "sanity_checks": {"samples": 3, "layers": 2},
+            "spectral_integrated_gradients": {"sfreq": 100.0, "n_steps": 4}}.get(name, {})
     torch.manual_seed(0)
     return TinyConv1d(), _loader(), opts, "regression"
 

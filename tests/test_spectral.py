@@ -22,6 +22,7 @@ from tests.autopsy_helpers import autopsy, load_array
 NAME = "spectral_integrated_gradients"
 SFREQ, C, T = 128.0, 8, 128  # 1 Hz bins
 PLANTED, DISTRACTOR = (0, 1), (4, 5)
+NAMES = ["O1", "O2", "Pz", "Cz", "C3", "C4", "Fz", "Oz"]  # 10-20 positions for the topomaps
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -117,11 +118,13 @@ def test_spectral_ig_equals_captum_on_the_model_composed_with_irfft() -> None:
 
 def test_alpha_on_the_planted_channels(alpha_model, tmp_path) -> None:
     x, y = planted(24, 10.0, PLANTED, 20.0, DISTRACTOR, seed=1)
-    s = autopsy(alpha_model, (x, y), tmp_path, {NAME: {"n_steps": 16}}, eeg={"sfreq": SFREQ})
+    eeg = {"sfreq": SFREQ, "channel_names": NAMES, "montage": "standard_1020"}
+    s = autopsy(alpha_model, (x, y), tmp_path, {NAME: {"n_steps": 16}}, eeg=eeg)
     d = s["diagnostics"][NAME]
     assert d["status"] == "ok", d["reason"]
     m = d["metrics"]
     assert m["band_names"] == list(DEFAULT_BANDS)
+    assert m["dominant_channel_names"] == [NAMES[c] for c in m["dominant_channels"]]
     assert m["dominant_band"] == "alpha"
     assert m["band_share"]["alpha"] > 0.5 > m["band_share"]["beta"]
     assert set(m["dominant_channels"]) <= set(PLANTED) and m["dominant_channels"]
@@ -142,6 +145,7 @@ def test_alpha_on_the_planted_channels(alpha_model, tmp_path) -> None:
     np.testing.assert_allclose(load_array(tmp_path, NAME, "gap"), (fx - f0).numpy(), rtol=1e-4, atol=1e-5)
     figures = {a.rsplit("/", 1)[-1] for a in d["artifacts"] if a.endswith(".png")}
     assert {f"{NAME}_frequency.png", f"{NAME}_channel_frequency.png", f"{NAME}_sample0.png"} <= figures
+    assert {f"{NAME}_topomap_{band}.png" for band in DEFAULT_BANDS} <= figures  # one scalp map per band (MNE)
 
 
 def test_line_noise_artefact_is_flagged(tmp_path) -> None:

@@ -14,6 +14,7 @@ from captum.attr import GradientShap as CaptumGradientShap
 from torch import Tensor
 
 from cerebro.diagnostics.captum_method import CaptumMethod
+from cerebro.diagnostics.completeness import CompletenessCheck
 from cerebro.engine.baselines import make_baseline
 from cerebro.engine.context import AutopsyContext
 from cerebro.registry import register_diagnostic
@@ -34,11 +35,13 @@ class GradientShapOptions:
 
 
 @register_diagnostic("gradient_shap")
-class GradientShap(CaptumMethod):
-    """SHAP values approximated by expected gradients."""
+class GradientShap(CompletenessCheck, CaptumMethod):
+    """SHAP values approximated by expected gradients. Completeness holds in expectation only: the attributions of a
+    sample add up to ``f(x)`` minus the mean of ``f`` over the reference baselines, up to sampling noise."""
 
     Options = GradientShapOptions
     method = CaptumGradientShap
+    completeness_kind = "expectation"
 
     @property
     def cost(self) -> int:  # type: ignore[override]
@@ -57,3 +60,17 @@ class GradientShap(CaptumMethod):
     def kwargs(self, ctx: AutopsyContext, state: dict[str, Any], x: Tensor, sl: slice) -> dict[str, Any]:
         return {"baselines": state["baselines"].to(x.device), "n_samples": self.options.n_samples,
                 "stdevs": self.options.stdevs}
+
+    def completeness_gap(self, ctx: AutopsyContext, state: dict[str, Any], sl: slice) -> Any:
+        """``f(x)`` minus the mean of ``f`` over the reference baselines, per sample (the explained target and, on
+        token ids, the extra arguments differ per sample)."""
+        x, args = self.completeness_inputs(ctx, sl)
+        if not x.is_floating_point():
+            return None
+        refs = state["baselines"].to(x.device)
+        f = state["method"].forward_func
+        with torch.no_grad():
+            fx = f(x, *args).double()
+            fb = [f(refs, *(a[i : i + 1].expand(refs.shape[0], *a.shape[1:]) if isinstance(a, Tensor) else a
+                            for a in args)).double().mean() for i in range(x.shape[0])]
+            return (fx - torch.stack(fb)).cpu().numpy()

@@ -18,6 +18,7 @@ from cerebro.engine.attribution import MapStats, summarize_maps
 from cerebro.engine.baselines import chunk_baseline, make_baseline
 from cerebro.engine.budget import points_per_pass
 from cerebro.engine.chunking import ChunkPolicy
+from cerebro.engine.completeness import completeness_metrics
 from cerebro.engine.context import AutopsyContext
 from cerebro.engine.integrated import START_STEPS, integrated_gradients
 from cerebro.errors import CerebroConfigError, choice_error
@@ -112,6 +113,8 @@ class IntegratedGradients(AttributionDiagnostic):
         out.metric("mean_abs_delta", float(np.mean(np.abs(deltas))))
         out.metric("max_abs_delta", float(np.max(np.abs(deltas))))
         out.metric("median_relative_delta", float(np.median(rel)))
+        for key, value in completeness_metrics(deltas + gaps, gaps).items():  # sum(attr) = delta + gap
+            out.metric(key, value)
         bad = int(np.sum((rel > o.delta_tolerance) & (np.abs(deltas) > 1e-6)))
         out.metric("not_converged", bad)
         if bad:

@@ -11,6 +11,7 @@ from typing import Any
 from captum.attr import LayerConductance as CaptumLayerConductance
 from torch import Tensor
 
+from cerebro.diagnostics.completeness import CompletenessCheck
 from cerebro.diagnostics.layer_method import LayerMethod
 from cerebro.diagnostics.layers import LayerOptions
 from cerebro.engine.context import AutopsyContext
@@ -28,7 +29,7 @@ class LayerConductanceOptions(LayerOptions):
 
 
 @register_diagnostic("layer_conductance")
-class LayerConductance(LayerMethod):
+class LayerConductance(CompletenessCheck, LayerMethod):
     """Conductance of every unit of the layer, summed over channels and mapped onto the input."""
 
     Options = LayerConductanceOptions

@@ -11,6 +11,7 @@ from typing import Any
 from captum.attr import LayerIntegratedGradients as CaptumLayerIG
 from torch import Tensor
 
+from cerebro.diagnostics.completeness import CompletenessCheck
 from cerebro.diagnostics.layer_method import LayerMethod
 from cerebro.diagnostics.layers import LayerOptions
 from cerebro.engine.context import AutopsyContext
@@ -32,7 +33,7 @@ class LayerIntegratedGradientsOptions(LayerOptions):
 
 
 @register_diagnostic("layer_integrated_gradients")
-class LayerIntegratedGradients(LayerMethod):
+class LayerIntegratedGradients(CompletenessCheck, LayerMethod):
     """Each layer unit's share of ``f(x) - f(baseline)``, summed over channels and mapped onto the input."""
 
     Options = LayerIntegratedGradientsOptions

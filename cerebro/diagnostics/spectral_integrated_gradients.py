@@ -154,6 +154,8 @@ class SpectralIntegratedGradients(AttributionDiagnostic):
             o.bands[name] = [float(edges[0]), None if edges[1] is None else float(edges[1])]
         if o.bands is not None and not o.bands:
             raise CerebroConfigError(f"`{_NAME}.bands` needs at least one band (null = the default EEG bands)")
+        if o.sfreq is not None and not 0 < o.sfreq < float("inf"):
+            raise CerebroConfigError(f"`{_NAME}.sfreq` must be a positive number of Hz, got {o.sfreq!r}")
         if o.nyquist_edge >= 1:
             raise CerebroConfigError(f"`{_NAME}.nyquist_edge` must be a fraction below 1, got {o.nyquist_edge}")
 

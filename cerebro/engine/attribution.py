@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from cerebro.engine.degenerate import constant_reason, constant_rows
 from cerebro.report.eeg import eeg_figures, time_course
 from cerebro.report.figures import bar, heatmap, line
 from cerebro.report.writer import DiagnosticOutput
@@ -30,7 +31,7 @@ class MapStats:
         finite = np.isfinite(flat)
         self.nonfinite += int((~finite).sum())
         self.zero_samples += int((~np.any(flat, axis=1)).sum())
-        self.constant_samples += int((np.ptp(np.where(finite, flat, 0), axis=1) == 0).sum())
+        self.constant_samples += int(constant_rows(flat).sum())  # relative range test, shared with the report
         s = np.abs(np.where(np.isfinite(block), block, 0)).astype(np.float64).sum(axis=0)
         self.abs_sum = s if self.abs_sum is None else self.abs_sum + s
 
@@ -44,11 +45,11 @@ class MapStats:
             return [f"degenerate map: {self.nonfinite} non-finite values"]
         if self.zero_samples == self.n:
             return ["degenerate map: all values are zero"]
-        if self.constant_samples == self.n:
-            return ["degenerate map: every sample's map is constant"]
-        if self.zero_samples:
-            return [f"degenerate map: {self.zero_samples} samples have an all-zero map"]
-        return []
+        if self.constant_samples == self.n:  # all-zero maps count as constant too
+            return [str(constant_reason(self.n, self.n))]
+        reasons = [f"degenerate map: {self.zero_samples} samples have an all-zero map"] if self.zero_samples else []
+        flat_nonzero = constant_reason(self.constant_samples - self.zero_samples, self.n)
+        return reasons + ([flat_nonzero] if flat_nonzero else [])
 
 
 def summarize_maps(out: DiagnosticOutput, mean_abs: np.ndarray, input_shape: tuple[int, ...], what: str) -> None:

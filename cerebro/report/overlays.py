@@ -7,6 +7,7 @@ import numpy as np
 from captum.attr import visualization as viz
 from matplotlib.figure import Figure
 
+from cerebro.engine.degenerate import is_constant
 from cerebro.report.figures import bar, heatmap, new_figure
 
 __all__ = ["sample_figure"]
@@ -18,11 +19,11 @@ def _hwc(a: np.ndarray) -> np.ndarray:
 
 def sample_figure(x: np.ndarray, attr: np.ndarray, title: str) -> Figure:
     """One sample's input ``x`` with its map ``attr`` (input-shaped, or ``(1, *spatial)`` for layer maps)."""
-    if not np.isfinite(attr).all() or not np.any(attr):  # say so instead of drawing an empty or broken map
+    if not np.isfinite(attr).all() or is_constant(attr):  # say so instead of drawing an empty, flat or broken map
         fig, ax = new_figure(5.0, 1.5)
         ax.axis("off")
-        ax.text(0.5, 0.5, f"{title}: degenerate map ({'non-finite' if np.any(np.isfinite(attr) == 0) else 'all zero'})",
-                ha="center", va="center", color="C3")
+        kind = "non-finite" if not np.isfinite(attr).all() else "all zero" if not np.any(attr) else "constant"
+        ax.text(0.5, 0.5, f"{title}: degenerate map ({kind})", ha="center", va="center", color="C3")
         return fig
     if x.ndim == 3 and attr.ndim == 3 and attr.shape[-2:] == x.shape[-2:]:  # images (C, H, W)
         img = x - x.min()
