@@ -474,7 +474,7 @@ def test_eeg_montage_without_mne_fails_at_construction(monkeypatch: pytest.Monke
     monkeypatch.setitem(sys.modules, "mne", None)  # `import mne` now raises ImportError
     with pytest.raises(CerebroConfigError) as info:
         ModelAutopsy(eeg={"montage": "standard_1020", "channel_names": ["Cz", "Pz"]})
-    assert "eeg: an EEG montage needs MNE-Python: pip install 'cerebro[eeg]'" in str(info.value)
+    assert "eeg: an EEG montage needs MNE-Python: pip install mne (the eeg extra of cerebro-autopsy)" in str(info.value)
     ModelAutopsy(eeg={"channel_names": ["Cz", "Pz"], "sfreq": 100.0})  # without a montage mne is not needed
 
 

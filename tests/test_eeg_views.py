@@ -182,7 +182,7 @@ def test_check_lists_names_missing_from_montage(hc129_names):
 
 def test_missing_mne_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "mne", None)  # `import mne` now raises ImportError
-    with pytest.raises(CerebroConfigError, match=r"pip install 'cerebro\[eeg\]'"):
+    with pytest.raises(CerebroConfigError, match=r"pip install mne \(the eeg extra of cerebro-autopsy\)"):
         EEGInfo(["E1"], None, MONTAGE).check(1, "ig")
     EEGInfo(["E1"], 100.0, None).check(1, "ig")  # no montage: mne not needed
 

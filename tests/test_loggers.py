@@ -191,7 +191,7 @@ def test_tensorboard_without_output_folder_gets_scalars_and_text_only(report, tm
 # -- MLflow -------------------------------------------------------------------------------------------------------
 @pytest.fixture
 def mlflow_logger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MLFlowLogger:
-    pytest.importorskip("mlflow", reason="mlflow-skinny is not installed (pip install 'cerebro[loggers]')")
+    pytest.importorskip("mlflow", reason="mlflow-skinny is not installed (the loggers extra)")
     uri = f"file:{tmp_path}/mlruns"
     # MLflow >= 3.x refuses the file store ("maintenance mode") unless told; SQLite needs the full mlflow package.
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
@@ -240,7 +240,7 @@ def test_other_logger_gets_log_metrics_and_save(report) -> None:
 # -- Weights & Biases (offline) -----------------------------------------------------------------------------------
 def test_wandb_offline_gets_scalars_figures_and_status_table(report, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("wandb", reason="wandb is not installed (pip install 'cerebro[loggers]')")
+    pytest.importorskip("wandb", reason="wandb is not installed (the loggers extra)")
     for var, value in {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(tmp_path),
                        "WANDB_CACHE_DIR": str(tmp_path / "cache"), "WANDB_CONFIG_DIR": str(tmp_path / "config"),
                        "WANDB_DATA_DIR": str(tmp_path / "data")}.items():
@@ -319,7 +319,7 @@ def test_missing_optional_package_is_one_note(package: str, report, tmp_path: Pa
 
     notes = [r.getMessage() for r in caplog.records if r.name == "cerebro"]
     assert len(notes) == 1
-    assert type(logger).__name__ in notes[0] and package in notes[0] and "cerebro[loggers]" in notes[0]
+    assert type(logger).__name__ in notes[0] and package in notes[0] and "loggers extra of cerebro-autopsy" in notes[0]
     assert csv_value(good, RMSE)[0] == pytest.approx(rmse_of(summary), rel=1e-12)
     assert not list(tmp_path.glob("mlruns/*/*/meta.yaml")) and not (tmp_path / "wandb").exists()  # no run started
 

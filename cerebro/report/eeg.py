@@ -1,5 +1,5 @@
 """EEG views of attribution importance: per-channel bars, importance over time in seconds, and a scalp topomap
-(MNE-Python, optional extra ``cerebro[eeg]``). Pure functions returning :class:`matplotlib.figure.Figure` objects
+(MNE-Python, the optional ``eeg`` extra of cerebro-autopsy). Pure functions returning :class:`matplotlib.figure.Figure` objects
 built without pyplot, like :mod:`cerebro.report.figures`; ``mne`` is imported only when a montage is used."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def _mne(owner: str) -> Any:
     try:
         import mne
     except ImportError as e:  # optional dependency
-        raise CerebroConfigError(f"{owner}: an EEG montage needs MNE-Python: pip install 'cerebro[eeg]' ({e})") from e
+        raise CerebroConfigError(f"{owner}: an EEG montage needs MNE-Python: pip install mne (the eeg extra of cerebro-autopsy) ({e})") from e
     return mne
 
 

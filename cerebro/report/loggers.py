@@ -55,7 +55,7 @@ def log_summary(loggers: Sequence[Any], summary: dict[str, Any], step: int | Non
             _backend(logger)(logger, summary, metrics, step, folder)
         except ImportError as err:
             log.warning("cerebro: autopsy not sent to %s, an optional package is missing (%s); "
-                        "pip install 'cerebro[loggers]'", name, err)
+                        "install the loggers extra of cerebro-autopsy (tensorboard, mlflow-skinny, wandb)", name, err)
         except Exception as err:  # noqa: BLE001 - a logger problem never breaks the autopsy or training
             log.warning("cerebro: could not log the autopsy to %s: %s", name, err)
 
