@@ -12,7 +12,12 @@ self-contained ``compare.html`` with
   correlation (average ranks for ties) and cosine similarity of the two mean maps, and, when both stored
   ``attributions.npy`` and ``indices.npy``, the per-sample Spearman correlation of ``|attribution|`` over the samples
   whose dataset index is in both (read row by row from memory-mapped files);
-* flags only in A / only in B, per diagnostic.
+* flags only in A / only in B, per diagnostic, and flags that only changed their numbers (``changed``);
+* findings only in A / only in B / changed (matched by kind, diagnostic and text with the numbers stripped).
+* faithfulness: the recommended method and each method's verdict and score in A and B (``faithfulness`` key).
+
+Engine internals (chunk sizes, calibration speeds, precision; see :data:`cerebro.report.tables.ENGINE_KEYS`) are
+not compared.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import numpy as np
 from cerebro import __version__
 from cerebro.engine.ranks import spearman
 from cerebro.errors import CerebroConfigError
+from cerebro.report.findings import finding_key, findings_of, strip_numbers
+from cerebro.report.tables import is_engine_key
 
 __all__ = ["compare_autopsies", "spearman", "cosine", "run_cli"]
 
@@ -57,9 +64,12 @@ def _load_summary(folder: Path) -> dict[str, Any]:
 
 
 def _scalars(metrics: Any, prefix: str = "") -> dict[str, float]:
-    """Finite int/float leaves of nested metric dicts, keyed by dotted path (booleans and lists left out)."""
+    """Finite int/float leaves of nested metric dicts, keyed by dotted path (booleans, lists and engine internals
+    such as chunk sizes or calibration speeds left out: they say how the numbers were computed, not what changed)."""
     out: dict[str, float] = {}
     for key, value in (metrics or {}).items():
+        if is_engine_key(str(key)):
+            continue
         if isinstance(value, dict):
             out.update(_scalars(value, f"{prefix}{key}."))
         elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
@@ -136,6 +146,36 @@ def _attribution(name: str, a: Path, b: Path, ra: dict, rb: dict, refuse: Option
     return rec
 
 
+def _changes(fa: list[str], fb: list[str]) -> dict[str, list[Any]]:
+    """Texts only in A / only in B, with the pairs that differ only in their numbers (the same flag or finding with
+    another value) reported once as ``changed`` ``{"a", "b"}`` instead of as one gone and one new."""
+    only_a, only_b = [f for f in fa if f not in fb], [f for f in fb if f not in fa]
+    changed = []
+    for f in list(only_a):
+        twin = next((g for g in only_b if strip_numbers(g) == strip_numbers(f)), None)
+        if twin is not None:
+            changed.append({"a": f, "b": twin})
+            only_a.remove(f)
+            only_b.remove(twin)
+    return {"only_a": only_a, "only_b": only_b, "changed": changed}
+
+
+def _findings(a: Path, sa: dict[str, Any], b: Path, sb: dict[str, Any]) -> dict[str, list[Any]]:
+    """Findings (stored, or computed for summaries written before findings existed) only in A, only in B, and
+    changed (same kind, diagnostic and text up to its numbers), with their severities."""
+    fa, fb = (s.get("findings") if isinstance(s.get("findings"), list) else findings_of(s, d)
+              for d, s in ((a, sa), (b, sb)))
+    by_a = {finding_key(f): f for f in fa if isinstance(f, dict)}
+    by_b = {finding_key(f): f for f in fb if isinstance(f, dict)}
+    brief = lambda f: {"kind": f.get("kind"), "severity": f.get("severity"), "text": f.get("text"),  # noqa: E731
+                       "diagnostic": f.get("diagnostic")}
+    return {"only_a": [brief(f) for k, f in by_a.items() if k not in by_b],
+            "only_b": [brief(f) for k, f in by_b.items() if k not in by_a],
+            "changed": [{"a": brief(by_a[k]), "b": brief(by_b[k])} for k in by_a
+                        if k in by_b and (by_a[k].get("text"), by_a[k].get("severity"))
+                        != (by_b[k].get("text"), by_b[k].get("severity"))]}
+
+
 def _faithfulness(da: dict[str, Any], db: dict[str, Any]) -> Optional[dict[str, Any]]:
     """Which map to believe, A vs B: the recommended method and, per method, verdict and score (delta ``b - a``)."""
     ma, mb = ((d.get("faithfulness") or {}).get("metrics") or {} for d in (da, db))
@@ -184,9 +224,9 @@ def compare_autopsies(a: str | Path, b: str | Path, out: str | Path) -> dict[str
     for name in list(da) + [n for n in db if n not in da]:
         fa, fb = [str(f) for f in (da.get(name) or {}).get("flags") or []], \
                  [str(f) for f in (db.get(name) or {}).get("flags") or []]
-        only_a, only_b = [f for f in fa if f not in fb], [f for f in fb if f not in fa]
-        if only_a or only_b:
-            flags[name] = {"only_a": only_a, "only_b": only_b}
+        diff = _changes(fa, fb)
+        if any(diff.values()):
+            flags[name] = diff
     attributions = {}
     for name in both:
         rec = _attribution(name, a, b, da[name], db[name], refuse)
@@ -202,6 +242,7 @@ def compare_autopsies(a: str | Path, b: str | Path, out: str | Path) -> dict[str
                                            for n in both if da[n].get("status") != db[n].get("status")]},
         "metrics": {n: _metric_rows(da[n].get("metrics"), db[n].get("metrics")) for n in both},
         "flags": flags,
+        "findings": _findings(a, sa, b, sb),
         "attributions": attributions,
         "faithfulness": _faithfulness(da, db),
     }

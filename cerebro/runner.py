@@ -33,6 +33,7 @@ from cerebro.errors import AutopsyAbort, AutopsyFailure, CerebroConfigError, Dia
 from cerebro.model_source import CheckpointInfo, prepare_model, sha256_file
 from cerebro.report.drift import write_drift
 from cerebro.report.eeg import EEGInfo, build_eeg_info
+from cerebro.report.findings import findings_of
 from cerebro.report.gallery import write_gallery
 from cerebro.report.html import write_html
 from cerebro.report.progress import Progress, progress_for
@@ -460,6 +461,7 @@ def execute(
         except Exception as err:  # noqa: BLE001 - a view over earlier runs never costs this report
             summary["drift"] = {"error": f"{type(err).__name__}: {err}"}
     if comm.is_main:
+        summary["findings"] = findings_of(summary, writer.root)
         writer.write_summary(summary)
         write_html(writer, summary)
         log_summary(loggers, summary, step, root=writer.root)

@@ -110,7 +110,7 @@ def test_status_change_flags_and_refused_maps(folders: tuple[Path, Path], tmp_pa
     assert r["diagnostics"]["status_changes"] == [{"diagnostic": "predictions", "a": "ok", "b": "failed",
                                                    "reason_b": "RuntimeError: injected"}]
     assert r["diagnostics"]["added"] == ["extra_diag"] and r["diagnostics"]["removed"] == []
-    assert r["flags"] == {IG: {"only_a": [], "only_b": ["only in B: maps look odd"]}}
+    assert r["flags"] == {IG: {"only_a": [], "only_b": ["only in B: maps look odd"], "changed": []}}
     html = (tmp_path / "out/compare.html").read_text()
     assert "only in B: maps look odd" in html and "extra_diag" in html
 
@@ -169,3 +169,45 @@ def test_cli(folders: tuple[Path, Path], tmp_path: Path) -> None:
     assert str(out / "compare.html") in ok_out
     assert runs[1].returncode == 2
     assert str(missing) in bad_err and "Traceback" not in bad_err and not (tmp_path / "x").exists()
+
+
+def test_same_flag_with_another_number_is_changed_not_two_flags(folders: tuple[Path, Path], tmp_path: Path) -> None:
+    """A flag or finding whose text differs only in its numbers is one "changed" row; engine internals (chunk sizes,
+    calibration speeds) are no metric deltas."""
+    a, b = folders
+
+    def flag(value: float, seconds: float):
+        def edit(s: dict) -> None:
+            s["diagnostics"][IG]["flags"].append(f"IG not converged on {value}/8 samples (|delta| > 5%)")
+            s["diagnostics"][IG]["metrics"].update(chunk_points=512 * value, calibration_points_per_s={"4": seconds})
+            s["findings"] = [{"kind": "failing_group", "severity": "warning", "diagnostic": "failure_modes",
+                              "text": f"subject = 3 fails: mean error {value / 10} vs 0.1", "evidence": {}}]
+        return edit
+
+    fa = _copy_and_edit(a, tmp_path / "a_flag", flag(2, 7.5))
+    fb = _copy_and_edit(a, tmp_path / "b_flag", flag(5, 9.25))
+    r = compare_autopsies(fa, fb, tmp_path / "out")
+    assert r["flags"] == {IG: {"only_a": [], "only_b": [], "changed": [
+        {"a": "IG not converged on 2/8 samples (|delta| > 5%)", "b": "IG not converged on 5/8 samples (|delta| > 5%)"}]}}
+    assert r["findings"]["changed"][0]["a"]["text"] == "subject = 3 fails: mean error 0.2 vs 0.1"
+    assert r["findings"]["changed"][0]["b"]["text"] == "subject = 3 fails: mean error 0.5 vs 0.1"
+    assert r["findings"]["only_a"] == r["findings"]["only_b"] == []
+    metrics = [row["metric"] for row in r["metrics"][IG]]
+    assert "mean_abs_delta" in metrics
+    assert not any("chunk_points" in m or "calibration" in m for m in metrics)
+    html = (tmp_path / "out/compare.html").read_text()
+    assert "changed (A → B)" in html and html.count("IG not converged on") == 2  # one row: A &rarr; B
+
+
+def test_findings_computed_for_old_summaries(folders: tuple[Path, Path], tmp_path: Path) -> None:
+    a, b = folders
+
+    def old(s: dict) -> None:
+        s.pop("findings", None)
+        s["diagnostics"]["predictions"]["metrics"]["rmse"] = 10 * s["diagnostics"]["predictions"]["metrics"][
+            "mean_predictor_rmse"]
+
+    r = compare_autopsies(a, _copy_and_edit(a, tmp_path / "a_old", old), tmp_path / "out")
+    in_b = r["findings"]["only_b"] + [c["b"] for c in r["findings"]["changed"]]
+    quality = [f for f in in_b if f["kind"] == "model_quality"]
+    assert quality and quality[0]["severity"] == "problem" and "no better than" in quality[0]["text"], r["findings"]

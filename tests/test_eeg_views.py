@@ -86,7 +86,8 @@ def test_time_course_axis_in_seconds():
     assert ax.get_xlabel() == "time (s)"
     ax = time_course(imp, None, "ig").axes[0]
     np.testing.assert_array_equal(ax.lines[0].get_xdata(), np.arange(200))
-    assert ax.get_xlabel() == "sample"
+    assert ax.get_xlabel() == "time (samples)"
+    assert all(float(v).is_integer() for v in ax.get_xticks())  # integer ticks without a sampling rate
 
 
 def test_topomap_peak_sits_on_the_planted_channel(hc129_names):

@@ -174,6 +174,8 @@ def test_tensorboard_gets_scalars_figures_histograms_and_text(report, tmp_path: 
     (text_tag,) = [t for t in tags["tensors"] if t.startswith("autopsy/summary")]
     text = events.Tensors(text_tag)[0].tensor_proto.string_val[0].decode()
     assert "| predictions | ok |" in text and "| failure_modes | ok |" in text
+    assert summary["findings"] and "**Findings**" in text and summary["findings"][0]["text"] in text
+    assert metrics["autopsy/findings/info"] == sum(f["severity"] == "info" for f in summary["findings"])
     assert json.loads(text.split("```json\n", 1)[1].rsplit("\n```", 1)[0])["diagnostics"].keys() == \
         summary["diagnostics"].keys()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 __all__ = ["make_eeg_dataset", "SyntheticEEGDataModule", "PLANTED_CHANNELS", "PLANTED_WINDOW"]
 
@@ -36,18 +36,33 @@ def make_eeg_dataset(n: int, n_chans: int = 16, n_times: int = 200, sfreq: float
     return torch.from_numpy(x), torch.from_numpy(y.astype(np.float32)).unsqueeze(1), torch.from_numpy(subject)
 
 
+class _Named(Dataset):
+    """``{"x", "y", "subject"}`` items: the autopsy reads the field names, so the report says "subject"."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, subject: torch.Tensor) -> None:
+        self.x, self.y, self.subject = x, y, subject
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"x": self.x[i], "y": self.y[i], "subject": self.subject[i]}
+
+
 class SyntheticEEGDataModule(pl.LightningDataModule):
-    """Train/val/test splits of :func:`make_eeg_dataset`; batches are ``(x, y, subject)``."""
+    """Train/val/test splits of :func:`make_eeg_dataset`; batches are ``(x, y, subject)`` tuples, or dicts
+    ``{"x", "y", "subject"}`` with ``named=True`` (the demo: the report then names the metadata field)."""
 
     def __init__(self, n_train: int = 512, n_val: int = 128, n_test: int = 128, n_chans: int = 16, n_times: int = 200,
-                 batch_size: int = 32, seed: int = 0) -> None:
+                 batch_size: int = 32, seed: int = 0, named: bool = False) -> None:
         super().__init__()
         self.save_hyperparameters()
 
     def setup(self, stage: str | None = None) -> None:
         h = self.hparams
+        kind = _Named if h.named else TensorDataset
         self.splits = {
-            name: TensorDataset(*make_eeg_dataset(n, h.n_chans, h.n_times, seed=h.seed + i))
+            name: kind(*make_eeg_dataset(n, h.n_chans, h.n_times, seed=h.seed + i))
             for i, (name, n) in enumerate((("train", h.n_train), ("val", h.n_val), ("test", h.n_test)))
         }
 

@@ -32,8 +32,8 @@ class EEGRegressor(pl.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x.unsqueeze(1))
 
-    def _step(self, batch: tuple[Tensor, ...], name: str) -> Tensor:
-        x, y = batch[0], batch[1]
+    def _step(self, batch: tuple[Tensor, ...] | dict[str, Tensor], name: str) -> Tensor:
+        x, y = (batch["x"], batch["y"]) if isinstance(batch, dict) else (batch[0], batch[1])
         loss = self.loss_fn(self(x), y)
         self.log(f"{name}_loss", loss, prog_bar=name == "val")
         return loss

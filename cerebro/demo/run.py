@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 
 from cerebro.demo.data import PLANTED_CHANNELS, PLANTED_WINDOW
 from cerebro.paths import config_dir
+from cerebro.report.findings import display_status
 
 __all__ = ["main"]
 
@@ -40,7 +41,7 @@ def _main(cfg: DictConfig) -> None:
     trainer.fit(instantiate(cfg.model), datamodule=instantiate(cfg.data))
     out = Path(cfg.autopsy.output_dir)
     summary = json.loads((out / "summary.json").read_text())
-    print(f"\nautopsy status: {summary['status']}  checkpoint: {summary['checkpoint']['path']}")
+    print(f"\nautopsy status: {display_status(summary)}  checkpoint: {summary['checkpoint']['path']}")
     for name, rec in summary["diagnostics"].items():
         print(f"  {name:22s} {rec['status']:8s} {rec['seconds']:6.2f}s  {'; '.join(rec['flags'])}")
     metrics = summary["diagnostics"].get("predictions", {}).get("metrics", {})
@@ -50,6 +51,8 @@ def _main(cfg: DictConfig) -> None:
     if ig.exists():
         share, area = planted_share(np.load(ig, mmap_mode="r"))
         print(f"IG mass in the planted channels x window: {share:.1%} (area share {area:.1%}, {share / area:.1f}x)")
+    for f in summary.get("findings") or []:
+        print(f"  [{f['severity']}] {f['text']}")
     print(f"report: {(out / 'report.html').resolve()}")
 
 

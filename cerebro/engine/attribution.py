@@ -84,7 +84,9 @@ def _signal_summaries(out: DiagnosticOutput, m: np.ndarray, input_shape: tuple[i
         out.metric("top_channels", top)
         if eeg is not None and eeg.channel_names:
             out.metric("top_channel_names", [eeg.channel_names[i] for i in top])
-        out.figure(heatmap(m, f"{what}: mean |attribution|, channel x time", "time sample", "channel"), "heatmap")
+        out.figure(heatmap(m, f"{what}: mean |attribution|, channel x time", "time (samples)", "channel",
+                           sfreq=getattr(eeg, "sfreq", None), row_labels=getattr(eeg, "channel_names", None),
+                           colorbar="mean |attribution|"), "heatmap")
     out.array("time_importance", time)
     out.metric("peak_time_index", int(np.argmax(time)))
     if eeg is not None and eeg.sfreq:
@@ -94,7 +96,7 @@ def _signal_summaries(out: DiagnosticOutput, m: np.ndarray, input_shape: tuple[i
     elif eeg is not None:
         figures = {"time": time_course(time, eeg.sfreq, f"{what}: importance over time")}
     else:
-        figures = {"time": line(time, f"{what}: importance over time", "time sample", "mean |attribution|")}
+        figures = {"time": line(time, f"{what}: importance over time", "time (samples)", "mean |attribution|")}
         if full:
             figures = {"channels": bar([str(i) for i in range(c)], channel, f"{what}: importance per channel",
                                        "mean |attribution|"), **figures}

@@ -13,13 +13,18 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from cerebro.report.findings import fmt
+
 __all__ = ["render"]
 
-_CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}
-table{border-collapse:collapse;margin:.5em 0}
-td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top;font-size:.9em}
-.ok{color:#176f2c}.failed{color:#b00020}.skipped,.partial,.warn{color:#a15c00}
-.maps{display:flex;gap:1em;flex-wrap:wrap}figure{margin:0}img{max-width:100%}"""
+_CSS = """*{box-sizing:border-box}body{font-family:system-ui,sans-serif;margin:0;padding:1.2em clamp(.8em,2.5vw,2.5em);
+color:#1d1d1f;line-height:1.45}main{max-width:1900px;margin:0 auto}table{border-collapse:collapse;margin:.5em 0}
+table.head{table-layout:fixed;width:100%}table.head th:first-child{width:9em}
+td,th{border:1px solid #d4d4d4;padding:.25em .6em;text-align:left;vertical-align:top;font-size:.9em;
+overflow-wrap:anywhere}th{background:#f4f4f5}.wrap{max-width:100%;overflow-x:auto}
+.ok{color:#176f2c}.failed,.problem{color:#b00020}.skipped,.partial,.warn,.warning{color:#a15c00}
+.changed{background:#fff9e8}.maps{display:flex;gap:1em;flex-wrap:wrap}figure{margin:0}img{max-width:100%;height:auto}
+@media print{body{padding:0;font-size:10pt}table,figure{break-inside:avoid}}"""
 
 
 def _e(value: Any) -> str:
@@ -29,13 +34,19 @@ def _e(value: Any) -> str:
 def _num(value: Optional[float], percent: bool = False) -> str:
     if value is None:
         return "&ndash;"
-    return f"{100 * value:+.3g}%" if percent else f"{value:.6g}"
+    return f"{100 * value:+.3g}%" if percent else escape(fmt(value, 4))
 
 
-def _table(head: list[str], rows: list[list[str]]) -> str:
+def _table(head: list[str], rows: list[list[str]], cls: str = "") -> str:
     """``rows`` hold already-escaped HTML cells."""
-    return ("<table><tr>" + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr>"
-            + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows) + "</table>")
+    return (f"<div class='wrap'><table{f' class={cls}' if cls else ''}><tr>"
+            + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows) + "</table></div>")
+
+
+def _finding(f: dict[str, Any]) -> str:
+    sev = str(f.get("severity"))
+    return f"<span class='{escape(sev)}'>{escape(sev)}</span>: {escape(str(f.get('text')))}"
 
 
 def _png(m: np.ndarray, title: str) -> tuple[str, str]:
@@ -80,7 +91,7 @@ def render(result: dict[str, Any], a: Path, b: Path) -> str:
                   _e(rb[k] if k != "checkpoint" else rb[k]["path"])]
                  for k in ("folder", "checkpoint", "created", "n_samples", "target", "input_shape", "status")]
     head_rows.insert(2, ["sha256", _e(ra["checkpoint"]["sha256"]), _e(rb["checkpoint"]["sha256"])])
-    parts = ["<h1>cerebro autopsy comparison</h1>", _table(["", "A", "B"], head_rows)]
+    parts = ["<h1>cerebro autopsy comparison</h1>", _table(["", "A", "B"], head_rows, "head")]
     parts += [f"<p class='warn'>warning: {escape(w)}</p>" for w in result["warnings"]]
 
     d = result["diagnostics"]
@@ -96,9 +107,18 @@ def render(result: dict[str, Any], a: Path, b: Path) -> str:
     else:
         parts.append("<p>no status changes</p>")
 
+    fd = result.get("findings") or {}
+    parts.append("<h2>Findings</h2>")
+    rows = ([["changed", f"A: {_finding(c['a'])}<br>B: {_finding(c['b'])}"] for c in fd.get("changed", [])]
+            + [["only in A", _finding(f)] for f in fd.get("only_a", [])]
+            + [["only in B", _finding(f)] for f in fd.get("only_b", [])])
+    parts.append(_table(["", "finding"], rows) if rows else "<p>the same findings in A and B</p>")
+
     parts.append("<h2>Changed flags</h2>")
-    parts.append(_table(["diagnostic", "only in A", "only in B"], [
-        [escape(n), "<br>".join(escape(f) for f in f_["only_a"]), "<br>".join(escape(f) for f in f_["only_b"])]
+    parts.append(_table(["diagnostic", "changed (A → B)", "only in A", "only in B"], [
+        [escape(n), "<br>".join(f"<span class=changed>{escape(c['a'])} &rarr; {escape(c['b'])}</span>"
+                                for c in f_.get("changed", [])),
+         "<br>".join(escape(f) for f in f_["only_a"]), "<br>".join(escape(f) for f in f_["only_b"])]
         for n, f_ in result["flags"].items()]) if result["flags"] else "<p>no changed flags</p>")
 
     parts.append("<h2>Attribution similarity</h2>")
@@ -128,4 +148,5 @@ def render(result: dict[str, Any], a: Path, b: Path) -> str:
                 [escape(r["metric"]), _num(r["a"]), _num(r["b"]), _num(r["delta"]), _num(r["relative"], True)]
                 for r in rows]))
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>cerebro autopsy comparison</title>"
-            f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>")
+            "<meta name='viewport' content='width=device-width,initial-scale=1'>"
+            f"<style>{_CSS}</style></head><body><main>{''.join(parts)}</main></body></html>")

@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from cerebro.errors import CerebroConfigError, choice_error, suggest
 from cerebro.plain import to_plain
-from cerebro.report.figures import bar, new_figure
+from cerebro.report.figures import bar, new_figure, time_axis
 
 __all__ = ["EEGInfo", "build_eeg_info", "eeg_importance", "channel_bars", "time_course", "topomap", "eeg_figures"]
 
@@ -117,9 +118,11 @@ def time_course(importance: np.ndarray, sfreq: float | None = None, title: str =
     """Importance over time; the x axis is in seconds (``arange(T) / sfreq``) when ``sfreq`` is given."""
     imp = np.asarray(importance, dtype=np.float64).reshape(-1)
     fig, ax = new_figure(7.0, 3.5)
-    x = np.arange(imp.size) / float(sfreq) if sfreq else np.arange(imp.size)
+    x, label = time_axis(imp.size, sfreq)
     ax.plot(x, imp)
-    ax.set_xlabel("time (s)" if sfreq else "sample")
+    if not sfreq:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel(label)
     ax.set_ylabel("mean |attribution|")
     ax.set_title(title)
     return fig

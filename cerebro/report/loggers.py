@@ -4,7 +4,10 @@
 * TensorBoard: also the figures (``autopsy/figures/<stem>``), histograms of the small arrays
   (``autopsy/arrays/<diagnostic>/<key>``) and a status table with the summary as text (``autopsy/summary``);
 * MLflow: also the whole output folder as run artifacts under ``autopsy/``;
-* Weights & Biases: also the figures and an ``autopsy/status`` table.
+* Weights & Biases: also the figures and ``autopsy/status`` and ``autopsy/findings`` tables.
+
+The findings (``summary["findings"]``) travel too: their count per severity as scalars, the list as Markdown in
+TensorBoard's text and MLflow's ``autopsy/findings.md``, a table in W&B.
 
 A logger that fails, or whose optional package (tensorboard, mlflow, wandb) is missing, is noted and skipped:
 logging never breaks the autopsy or the training run.
@@ -31,16 +34,26 @@ Backend = Callable[..., None]
 _NO_HISTOGRAM = frozenset({"attributions", "indices"})
 _MAX_HISTOGRAM_SIZE = 1_000_000
 STATUS_COLUMNS = ("diagnostic", "status", "seconds", "flags", "reason")
+FINDING_COLUMNS = ("severity", "kind", "diagnostic", "text")
 
 
 def scalar_metrics(summary: dict[str, Any]) -> dict[str, float]:
-    """Finite numeric top-level metrics of every diagnostic, plus one ``ok`` flag per diagnostic."""
+    """Finite numeric top-level metrics of every diagnostic (engine internals such as chunk sizes left out), one
+    ``ok`` flag per diagnostic, and the number of findings per severity (``autopsy/findings/<severity>``)."""
+    from cerebro.report.tables import is_engine_key
+
     out: dict[str, float] = {}
     for name, rec in summary.get("diagnostics", {}).items():
         out[f"autopsy/{name}/ok"] = float(rec["status"] == "ok")
         for key, value in rec.get("metrics", {}).items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+                    and not is_engine_key(key):
                 out[f"autopsy/{name}/{key}"] = float(value)
+    findings = summary.get("findings")
+    if isinstance(findings, list):
+        for severity in ("problem", "warning", "info"):
+            out[f"autopsy/findings/{severity}"] = float(sum(isinstance(f, dict) and f.get("severity") == severity
+                                                            for f in findings))
     return out
 
 
@@ -85,6 +98,8 @@ def _mlflow(logger: Any, summary: dict[str, Any], metrics: dict[str, float], ste
             root: Path | None) -> None:
     importlib.import_module("mlflow")
     logger.log_metrics(metrics, step=step)  # MlflowClient.log_batch on the logger's run
+    if summary.get("findings"):
+        logger.experiment.log_text(logger.run_id, _findings_markdown(summary), "autopsy/findings.md")
     if root is not None:
         logger.experiment.log_artifacts(logger.run_id, str(root), artifact_path="autopsy")
 
@@ -96,6 +111,9 @@ def _wandb(logger: Any, summary: dict[str, Any], metrics: dict[str, float], step
     for diag, path in _artifacts(summary, root, ".png"):  # one key per figure: a W&B gallery wants equal sizes
         logger.log_image(key=f"autopsy/figures/{path.stem}", images=[str(path)], step=step, caption=[diag])
     logger.log_table(key="autopsy/status", columns=list(STATUS_COLUMNS), data=_status_rows(summary), step=step)
+    if summary.get("findings"):
+        logger.log_table(key="autopsy/findings", columns=list(FINDING_COLUMNS), step=step,
+                         data=[[f.get(c) for c in FINDING_COLUMNS] for f in summary["findings"] if isinstance(f, dict)])
 
 
 #: (class name in lightning.pytorch.loggers, backend), first match wins; anything else gets ``_plain``.
@@ -177,8 +195,16 @@ def _status_rows(summary: dict[str, Any]) -> list[list[Any]]:
             for name, rec in summary.get("diagnostics", {}).items()]
 
 
+def _findings_markdown(summary: dict[str, Any]) -> str:
+    """The findings as a Markdown list, problems first."""
+    order = {"problem": 0, "warning": 1, "info": 2}
+    items = sorted((f for f in summary.get("findings") or [] if isinstance(f, dict)),
+                   key=lambda f: order.get(f.get("severity"), 3))
+    return "\n".join(f"- **{f.get('severity')}** {str(f.get('text')).replace(chr(10), ' ')}" for f in items)
+
+
 def _markdown(summary: dict[str, Any]) -> str:
-    """The status table in Markdown, then the whole summary as a JSON block."""
+    """The findings, the status table in Markdown, then the whole summary as a JSON block."""
     import json
 
     def cell(value: Any) -> str:
@@ -188,5 +214,7 @@ def _markdown(summary: dict[str, Any]) -> str:
              + (f": {cell(summary['reason'])}" if summary.get("reason") else ""), "",
              "| " + " | ".join(STATUS_COLUMNS) + " |", "|" + " --- |" * len(STATUS_COLUMNS)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in _status_rows(summary)]
+    if summary.get("findings"):
+        lines[1:1] = ["", "**Findings**", "", _findings_markdown(summary)]
     lines += ["", "```json", json.dumps(summary, indent=2, default=str), "```"]
     return "\n".join(lines)
