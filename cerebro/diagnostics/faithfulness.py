@@ -26,7 +26,7 @@ from cerebro.diagnostics.attribution import AttributionDiagnostic
 from cerebro.diagnostics.base import Diagnostic
 from cerebro.engine.baselines import make_baseline
 from cerebro.engine.budget import points_per_pass
-from cerebro.engine.captum_metrics import noise_infidelity, uniform_sensitivity
+from cerebro.engine.captum_metrics import noise_infidelity, rerun_explainer, uniform_sensitivity
 from cerebro.engine.chunking import ChunkPolicy
 from cerebro.engine.context import AutopsyContext
 from cerebro.engine.perturbation import (UNIT_KINDS, Units, blur, curve_area, make_units, maps_on_input,
@@ -35,9 +35,7 @@ from cerebro.engine.rng import seeded
 from cerebro.engine.store import RowTensor
 from cerebro.errors import CerebroConfigError, DiagnosticSkipped
 from cerebro.registry import register_diagnostic
-from cerebro.report.figures import new_figure
 from cerebro.report.writer import DiagnosticOutput
-from cerebro.samples import SampleSet
 
 __all__ = ["Faithfulness", "FaithfulnessOptions", "verdict"]
 
@@ -75,11 +73,13 @@ class FaithfulnessOptions:
     metric_samples: int = field(default=4, metadata={"min": 0})
     #: Noise draws per sample of infidelity (forward passes only).
     n_perturb_samples: int = field(default=8, metadata={"min": 1})
-    #: Noise draws per sample of sensitivity_max (each one re-runs the method).
-    sensitivity_perturbations: int = field(default=4, metadata={"min": 1})
+    #: Samples of sensitivity_max (at most metric_samples; each of their noise draws re-runs the method).
+    sensitivity_samples: int = field(default=2, metadata={"min": 1})
+    #: Noise draws per sample of sensitivity_max.
+    sensitivity_perturbations: int = field(default=3, metadata={"min": 1})
     #: Their noise scale, as a fraction of the inputs' standard deviation.
     noise: float = field(default=0.1, metadata={"min": 0.0})
-    #: Re-run each method for sensitivity_max (metric_samples x sensitivity_perturbations attributions per method).
+    #: Re-run each method for sensitivity_max (sensitivity_samples x sensitivity_perturbations maps per method).
     sensitivity: bool = True
     #: Verdict trust needs a score at least this (0 = random order).
     trust_score: float = field(default=0.15, metadata={"min": 0.0})
@@ -164,15 +164,16 @@ class Faithfulness(Diagnostic):
         if o.steps != "auto":
             return int(o.steps), "set by faithfulness.steps"
         ig = ctx.extras.get("records", {}).get("integrated_gradients", {}).get("metrics", {})
-        if not ig.get("steps_mean"):
+        # IG's forward+backward points per sample (every level of an adaptive run), each counted as 2 forwards (a
+        # backward costs about 2 forwards, so this leaves a margin); the curves cost
+        # 2 * (methods + random orders) * (steps - 2) + 2 forwards per sample.
+        points = ig.get("evaluations") / ctx.n if ig.get("evaluations") else ig.get("steps_mean")
+        if not points:
             return 16, "auto without integrated_gradients in the run: 16"
-        # IG costs steps forward+backward points per sample, counted as 2 forwards each (a backward costs about
-        # 2 forwards, so this leaves a margin); the curves cost 2 * (methods + random orders) * (steps - 2) + 2.
-        budget = 2 * float(ig["steps_mean"])
         per_level = 2 * (n_methods + o.random_orders)
-        steps = 2 + int((budget - 2) // per_level)
+        steps = 2 + int((2 * float(points) - 2) // per_level)
         lo, hi = AUTO_STEPS
-        return min(hi, max(lo, steps)), (f"auto: within the IG pass ({ig['steps_mean']:g} forward+backward points per "
+        return min(hi, max(lo, steps)), (f"auto: within the IG pass ({float(points):.3g} forward+backward points per "
                                          f"sample), {per_level} curves, bounds {lo}..{hi}")
 
     def _reference(self, ctx: AutopsyContext, integer: bool) -> tuple[Tensor | None, str]:
@@ -344,13 +345,17 @@ class Faithfulness(Diagnostic):
                 continue
             try:
                 with seeded(ctx.seed):
-                    sens = uniform_sensitivity(_explainer(ctx, diagnostics[m], shape), x, index, o.noise * std,
+                    ks = min(k, o.sensitivity_samples)
+                    sens = uniform_sensitivity(rerun_explainer(ctx, diagnostics[m], shape), x[:ks],
+                                               None if index is None else index[:ks], o.noise * std,
                                                o.sensitivity_perturbations, batch)
                 results[m]["sensitivity_max"] = float(sens.mean())
             except Exception as err:  # noqa: BLE001 - recorded per method
                 results[m]["sensitivity_error"] = f"{type(err).__name__}: {err}"
         for m in results:
             results[m]["metric_samples"] = k
+            if o.sensitivity:
+                results[m]["sensitivity_samples"] = min(k, o.sensitivity_samples)
 
     def _verdicts(self, ctx: AutopsyContext, results: dict[str, dict[str, Any]], out: DiagnosticOutput) -> None:
         o = self.options
@@ -390,19 +395,3 @@ class Faithfulness(Diagnostic):
         fig.axes[1].legend(fontsize=7)
         out.figure(fig, "curves")
 
-
-def _explainer(ctx: AutopsyContext, diag: AttributionDiagnostic, shape: tuple[int, ...]) -> Any:
-    """``explain(x, index) -> input-shaped maps`` re-running ``diag`` on the inputs ``x`` (for sensitivity_max)."""
-
-    def explain(x: Tensor, index: Tensor | None) -> Tensor:
-        samples = SampleSet(x=x.detach().cpu(), y=None, indices=np.arange(x.shape[0]))
-        with torch.no_grad():
-            outputs = ctx.model(x.detach()).detach().cpu()
-        sub = AutopsyContext(model=ctx.model, target=ctx.target, samples=samples, device=ctx.device,
-                             batch_size=ctx.batch_size, outputs=outputs, index=None if index is None else index.cpu(),
-                             seed=ctx.seed, memory_budget=ctx.memory_budget)
-        state = diag.start(sub, DiagnosticOutput(diag.name, None))  # type: ignore[arg-type]
-        parts = [arrays["attributions"] for _, arrays in diag.blocks(sub, state, slice(0, sub.n))]
-        return maps_on_input(torch.from_numpy(np.concatenate(parts)).float(), shape).to(x.device)
-
-    return explain

@@ -7,11 +7,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from captum.metrics import infidelity, sensitivity_max
 from torch import Tensor
 
-__all__ = ["noise_infidelity", "uniform_sensitivity"]
+from cerebro.engine.context import AutopsyContext
+from cerebro.engine.perturbation import maps_on_input
+from cerebro.report.writer import DiagnosticOutput
+from cerebro.samples import SampleSet
+
+__all__ = ["noise_infidelity", "uniform_sensitivity", "rerun_explainer"]
 
 
 def noise_infidelity(forward: Callable[..., Tensor], x: Tensor, maps: Tensor, index: Tensor | None, std: float,
@@ -51,3 +57,20 @@ def uniform_sensitivity(explain: Callable[[Tensor, Tensor | None], Tensor], x: T
 def _batch(n: int, n_perturb: int, limit: int) -> int:
     """Captum's batch rule: at least every sample once, at most every perturbation of every sample."""
     return max(n, min(n * n_perturb, limit))
+
+
+def rerun_explainer(ctx: AutopsyContext, diag: Any, shape: tuple[int, ...]) -> Callable[[Tensor, Tensor | None], Tensor]:
+    """``explain(x, index) -> input-shaped maps`` re-running ``diag`` on the inputs ``x`` (for sensitivity_max)."""
+
+    def explain(x: Tensor, index: Tensor | None) -> Tensor:
+        samples = SampleSet(x=x.detach().cpu(), y=None, indices=np.arange(x.shape[0]))
+        with torch.no_grad():
+            outputs = ctx.model(x.detach()).detach().cpu()
+        sub = AutopsyContext(model=ctx.model, target=ctx.target, samples=samples, device=ctx.device,
+                             batch_size=ctx.batch_size, outputs=outputs, index=None if index is None else index.cpu(),
+                             seed=ctx.seed, memory_budget=ctx.memory_budget)
+        state = diag.start(sub, DiagnosticOutput(diag.name, None))  # type: ignore[arg-type]
+        parts = [arrays["attributions"] for _, arrays in diag.blocks(sub, state, slice(0, sub.n))]
+        return maps_on_input(torch.from_numpy(np.concatenate(parts)).float(), shape).to(x.device).contiguous()
+
+    return explain
