@@ -105,6 +105,8 @@ class ModelAutopsy(Callback):
             object (e.g. ``"logits"`` of a Hugging Face ``ModelOutput``).
         weights_only: load checkpoints with ``torch.load(weights_only=True)``; ``False`` only for files you trust
             (unpickling runs code named in the file).
+        tokens: token-id inputs (integer batches): ``{embedding: auto | name, baseline: pad | mask | zeros | <id>,
+            per_dimension: bool}``; gradient methods attribute at the embedding output, one value per token.
     """
 
     def __init__(
@@ -134,6 +136,7 @@ class ModelAutopsy(Callback):
         resume: bool = True,
         output_key: int | str | None = None,
         weights_only: bool = True,
+        tokens: Any = None,
     ) -> None:
         super().__init__()
         if not isinstance(checkpoint, (str, os.PathLike)):
@@ -159,14 +162,14 @@ class ModelAutopsy(Callback):
             resolve_device(device)
         self.config = build_config(diagnostics, target, max_samples, batch_size, sampling, seed, fail_on_error,
                                    input_key, target_key, memory_budget_mb, eeg, time_budget_s,
-                                   total_time_budget_s, resume, output_key, weights_only)
+                                   total_time_budget_s, resume, output_key, weights_only, tokens)
         check_positive_int("every_n_epochs", every_n_epochs, allow_none=True)
         check_positive_int("periodic_max_samples", periodic_max_samples)
         self.every_n_epochs = every_n_epochs
         self.periodic_config = None if every_n_epochs is None else build_config(
             PERIODIC_DIAGNOSTICS if periodic_diagnostics is None else periodic_diagnostics, target,
             periodic_max_samples, batch_size, sampling, seed, fail_on_error, input_key, target_key, memory_budget_mb,
-            eeg, time_budget_s, total_time_budget_s, resume=False, output_key=output_key)
+            eeg, time_budget_s, total_time_budget_s, resume=False, output_key=output_key, tokens=tokens)
         self.checkpoint = checkpoint
         self.split = split
         self.dataloader = dataloader

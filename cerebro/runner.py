@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from cerebro import __version__
+from cerebro.adapters.tokens import TokenOptions, build_token_options, detect_tokens
 from cerebro.config import parse_diagnostics
 from cerebro.diagnostics.base import Diagnostic
 from cerebro.engine.budget import default_budget_bytes
@@ -67,6 +68,7 @@ class AutopsyConfig:
     resume: bool = True
     output_key: int | str | None = None
     weights_only: bool = True
+    tokens: TokenOptions = field(default_factory=TokenOptions)
 
     def resolved(self) -> list[dict[str, Any]]:
         return [d.config() for d in self.diagnostics]
@@ -108,6 +110,7 @@ def build_config(
     resume: bool = True,
     output_key: int | str | None = None,
     weights_only: bool = True,
+    tokens: Any = None,
 ) -> AutopsyConfig:
     """Validate every option; raises :class:`CerebroConfigError` naming the bad value and the valid choices."""
     check_positive_int("max_samples", max_samples)
@@ -140,6 +143,7 @@ def build_config(
         resume=resume,
         output_key=output_key,
         weights_only=weights_only,
+        tokens=build_token_options(tokens),
     )
 
 
@@ -233,6 +237,11 @@ def _prepare(model: nn.Module, data: Iterable[Any] | SampleSet, config: AutopsyC
     with torch.no_grad():
         first = work(probe)
     config.target.preflight(first, None if samples.y is None else samples.y[: probe.shape[0]])
+    tokens = detect_tokens(work, probe, config.tokens)  # integer inputs: token ids and their embedding layer
+    summary["samples"]["input_kind"] = "float" if tokens is None else "token_ids" if tokens.error is None else "integer"
+    summary["samples"]["input_dtype"] = str(samples.x.dtype).replace("torch.", "")
+    if tokens is not None:
+        summary["tokens"] = tokens.describe()
     observers, failed_hooks = [], {}
     for diag in config.diagnostics:
         try:
@@ -261,7 +270,7 @@ def _prepare(model: nn.Module, data: Iterable[Any] | SampleSet, config: AutopsyC
     budget = int(config.memory_budget_mb * 2**20) if config.memory_budget_mb else default_budget_bytes(device)
     return AutopsyContext(model=work, target=config.target, samples=samples, device=device, batch_size=batch_size,
                           outputs=outputs, index=None if index is None else index.cpu(), seed=config.seed,
-                          memory_budget=budget, observed=observed, comm=comm,
+                          memory_budget=budget, observed=observed, comm=comm, tokens=tokens,
                           extras={"diagnostics": list(config.diagnostics)})
 
 
@@ -319,7 +328,7 @@ def _finished_before(root: Path, summary: dict[str, Any], config: AutopsyConfig)
         previous = json.loads((root / "summary.json").read_text())
     except (OSError, ValueError):
         return {}
-    same = ("checkpoint", "n_samples", "samples", "target")
+    same = ("checkpoint", "n_samples", "samples", "target", "tokens")
     sha = (summary.get("checkpoint") or {}).get("sha256")
     if not config.resume or sha is None or not isinstance(previous, dict) or any(
             jsonable(previous.get(k)) != jsonable(summary.get(k)) for k in same):
@@ -503,6 +512,7 @@ def run_autopsy(
     resume: bool = True,
     output_key: int | str | None = None,
     weights_only: bool = True,
+    tokens: Any = None,
 ) -> dict[str, Any]:
     """Run a model autopsy on ``model`` (an ``nn.Module`` or ``LightningModule``) over ``dataloader``.
 
@@ -533,6 +543,8 @@ def run_autopsy(
             the position, key or attribute of the prediction (``"logits"``).
         weights_only: load the checkpoint with ``torch.load(weights_only=True)`` (default); ``False`` unpickles
             anything, which runs code named in the file: only for checkpoints you trust.
+        tokens: token-id inputs: ``{embedding: auto | name, baseline: pad | mask | zeros | <id>, per_dimension}``
+            (see :class:`~cerebro.adapters.tokens.TokenOptions`).
         resume: skip diagnostics that a previous autopsy in ``output_dir`` finished on the same checkpoint file
             (sha256), samples, target and options.
 
@@ -540,7 +552,8 @@ def run_autopsy(
         The summary, as written to ``<output_dir>/summary.json``.
     """
     config = build_config(diagnostics, target, max_samples, batch_size, sampling, seed, fail_on_error,
-                          input_key, target_key, memory_budget_mb, eeg, time_budget_s, total_time_budget_s, resume, output_key, weights_only)
+                          input_key, target_key, memory_budget_mb, eeg, time_budget_s, total_time_budget_s, resume, output_key, weights_only,
+                          tokens)
     dev = resolve_device(device, model)
     info = CheckpointInfo(source="path", path=str(checkpoint)) if checkpoint not in (None, "live") else None
     return execute(model, dataloader, config, output_dir, info, dev, loggers=loggers,

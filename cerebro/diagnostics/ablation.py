@@ -29,7 +29,7 @@ __all__ = ["FeatureAblationDiagnostic", "ChannelAblation", "TemporalAblation"]
 
 @dataclass
 class AblationOptions:
-    #: Value an ablated group takes.
+    #: Value an ablated group takes (token-id inputs: tokens.baseline, a token id, instead).
     baseline: float = 0.0
 
 
@@ -43,6 +43,7 @@ class TemporalAblationOptions:
 
 class _Ablation(CaptumMethod):
     method = FeatureAblation
+    perturbation = True
 
     def mask(self, shape: tuple[int, ...]) -> Tensor:
         raise NotImplementedError
@@ -50,7 +51,8 @@ class _Ablation(CaptumMethod):
     def start(self, ctx: AutopsyContext, out: Any) -> dict[str, Any]:
         mask = self.mask(tuple(ctx.samples.input_shape))
         points = points_per_pass(ctx.model, ctx.x(slice(0, 1)), ctx.memory_budget)
-        return {**super().start(ctx, out), "mask": mask, "groups": int(mask.max()) + 1, "points": points}
+        return {**super().start(ctx, out), "mask": mask, "groups": int(mask.max()) + 1, "points": points,
+                "replacement": self.replacement(ctx, self.options.baseline)}
 
     def samples_per_call(self, ctx: AutopsyContext) -> int:
         return max(1, ctx.batch_size)
@@ -58,7 +60,7 @@ class _Ablation(CaptumMethod):
     def kwargs(self, ctx: AutopsyContext, state: dict[str, Any], x: Tensor, sl: slice) -> dict[str, Any]:
         # Perturbed copies evaluated together: as many as the memory budget allows for this chunk (forward only).
         per_eval = max(1, min(state["groups"], 2 * state["points"] // max(1, x.shape[0])))
-        return {"feature_mask": state["mask"].to(x.device).unsqueeze(0), "baselines": self.options.baseline,
+        return {"feature_mask": state["mask"].to(x.device).unsqueeze(0), "baselines": state["replacement"],
                 "perturbations_per_eval": per_eval}
 
 

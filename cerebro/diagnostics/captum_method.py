@@ -16,11 +16,12 @@ from torch import Tensor
 
 from cerebro.diagnostics.attribution import AttributionDiagnostic
 from cerebro.engine.attribution import MapStats, summarize_maps
-from cerebro.engine.baselines import chunk_baseline, make_baseline
+from cerebro.engine.baselines import chunk_baseline, input_baseline
 from cerebro.engine.budget import points_per_pass
 from cerebro.engine.chunking import ChunkPolicy
 from cerebro.engine.context import AutopsyContext
 from cerebro.engine.rng import seeded
+from cerebro.errors import CerebroConfigError
 from cerebro.report.writer import DiagnosticOutput
 
 __all__ = ["CaptumMethod"]
@@ -32,12 +33,37 @@ class CaptumMethod(AttributionDiagnostic):
     method: ClassVar[type]
     #: Forward+backward passes one sample costs (e.g. samples of SmoothGrad); sizes the chunks.
     cost: ClassVar[int] = 1
+    #: Maps are input-shaped (False for layer methods, whose maps :meth:`to_map` places on the input).
+    input_maps: ClassVar[bool] = True
     #: The method integrates from (or differences against) ``options.baseline``: zeros | mean | a file. The
     #: baseline is built once in :meth:`baseline_state` and passed per chunk as ``baselines``.
     input_baseline: ClassVar[bool] = False
+    #: The method perturbs the input (occlusion, ablation) instead of taking gradients: on token ids it stays on
+    #: the ids and replaces tokens by ``tokens.baseline``; gradient methods attribute at the embedding output.
+    perturbation: ClassVar[bool] = False
 
     def make(self, ctx: AutopsyContext) -> Any:
-        return self.method(ctx.forward)
+        return self.method(ctx.forward if self.perturbation else ctx.grad_forward)
+
+    def inputs(self, ctx: AutopsyContext, sl: slice) -> Tensor:
+        """What the method attributes for the samples ``sl``: the inputs, or on token ids (gradient methods)
+        their embeddings."""
+        return ctx.x(sl) if self.perturbation else ctx.grad_x(sl)
+
+    def forward_args(self, ctx: AutopsyContext, sl: slice) -> tuple[Tensor, ...] | None:
+        """``additional_forward_args`` matching :meth:`make`'s forward function."""
+        return ctx.forward_args(sl) if self.perturbation else ctx.grad_args(sl)
+
+    def replacement(self, ctx: AutopsyContext, value: float) -> float | int:
+        """What a perturbation puts in place of removed inputs: ``value`` (the method's ``baseline`` option), or on
+        token ids the ``tokens.baseline`` token id (never a float)."""
+        if ctx.tokens is None:
+            return value
+        if value != 0.0:
+            raise CerebroConfigError(f"{self.name}.baseline {value!r} is a float; on token ids removed tokens are "
+                                     "replaced by tokens.baseline (pad | mask | <token id>): set that instead")
+        return ctx.tokens.baseline_id(self.name)
+
 
     def kwargs(self, ctx: AutopsyContext, state: dict[str, Any], x: Tensor, sl: slice) -> dict[str, Any]:
         """Extra arguments of ``attribute`` for the chunk ``x`` (samples ``sl``); ``state`` is :meth:`start`'s."""
@@ -51,7 +77,7 @@ class CaptumMethod(AttributionDiagnostic):
         """``{"baseline": (1 or N, *input)}`` for methods with an input baseline, else nothing."""
         if not self.input_baseline:
             return {}
-        return {"baseline": make_baseline(self.options.baseline, ctx.samples.x, owner=self.name)}
+        return {"baseline": input_baseline(ctx, self.options.baseline, self.name)}
 
     def start(self, ctx: AutopsyContext, out: DiagnosticOutput) -> dict[str, Any]:
         return {"method": self.make(ctx), "per_call": self.samples_per_call(ctx), **self.baseline_state(ctx)}
@@ -67,14 +93,17 @@ class CaptumMethod(AttributionDiagnostic):
             with seeded(ctx.seed + start):  # stochastic methods are reproducible; the user's RNG is untouched
                 size, attr = policy.run(samples.stop - start, one)
             attr = attr.detach().float()
-            yield start, {"attributions": self.to_map(ctx, state, attr).cpu().numpy(), **self.extra_arrays(ctx, attr)}
+            maps = {"attributions": self.to_map(ctx, state, attr)}
+            if ctx.tokens is not None and not self.perturbation and self.input_maps:
+                maps = ctx.input_maps(attr)  # one value per token (B, T), plus (B, T, D) when asked
+            yield start, {**{k: v.cpu().numpy() for k, v in maps.items()}, **self.extra_arrays(ctx, attr)}
             start += size
 
     def attribute(self, ctx: AutopsyContext, state: dict[str, Any], sl: slice) -> Tensor:
         """Attributions of the samples ``sl`` (one chunk)."""
-        x = ctx.x(sl)
+        x = self.inputs(ctx, sl)
         base = {"baselines": chunk_baseline(state["baseline"], x, sl)} if self.input_baseline else {}
-        return state["method"].attribute(x, additional_forward_args=ctx.forward_args(sl),
+        return state["method"].attribute(x, additional_forward_args=self.forward_args(ctx, sl),
                                          **base, **self.kwargs(ctx, state, x, sl))
 
     def to_map(self, ctx: AutopsyContext, state: dict[str, Any], attr: Tensor) -> Tensor:

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from cerebro.diagnostics.captum_method import CaptumMethod
 from cerebro.diagnostics.completeness import CompletenessCheck
-from cerebro.engine.baselines import make_baseline
+from cerebro.engine.baselines import input_baseline
 from cerebro.engine.context import AutopsyContext
 from cerebro.registry import register_diagnostic
 
@@ -52,9 +52,9 @@ class GradientShap(CompletenessCheck, CaptumMethod):
         if o.baselines == "data":
             g = torch.Generator().manual_seed(ctx.seed)
             pick = torch.randperm(ctx.n, generator=g)[: o.reference_size].sort().values
-            refs = torch.stack([ctx.samples.x[int(i) : int(i) + 1][0] for i in pick])
+            refs = torch.cat([ctx.grad_x(slice(int(i), int(i) + 1)).cpu() for i in pick])  # embeddings on token ids
         else:
-            refs = make_baseline(o.baselines, ctx.samples.x, owner=self.name)
+            refs = input_baseline(ctx, o.baselines, self.name)
         return {**super().start(ctx, out), "baselines": refs}
 
     def kwargs(self, ctx: AutopsyContext, state: dict[str, Any], x: Tensor, sl: slice) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import torch
 
 from cerebro.diagnostics.attribution import AttributionDiagnostic
 from cerebro.engine.attribution import MapStats, summarize_maps
-from cerebro.engine.baselines import chunk_baseline, make_baseline
+from cerebro.engine.baselines import chunk_baseline, input_baseline, make_baseline
 from cerebro.engine.budget import points_per_pass
 from cerebro.engine.chunking import ChunkPolicy
 from cerebro.engine.completeness import completeness_metrics
@@ -75,7 +75,7 @@ class IntegratedGradients(AttributionDiagnostic):
         amp = AUTOCAST.get(o.autocast) if ctx.device.type == "cuda" else None
         if o.autocast and amp is None:
             out.flag(f"autocast {o.autocast} ignored on {ctx.device.type}: attribution passes ran in float32")
-        return {"baseline": make_baseline(o.baseline, ctx.samples.x), "amp": amp,
+        return {"baseline": input_baseline(ctx, o.baseline, self.name), "amp": amp,
                 "policy": ChunkPolicy(limit, key, ctx.device, fixed=o.internal_batch_size), "evaluations": 0}
 
     def blocks(self, ctx: AutopsyContext, state: dict[str, Any], samples: slice
@@ -84,13 +84,14 @@ class IntegratedGradients(AttributionDiagnostic):
         block = max(ctx.batch_size, 64)
         for start in range(samples.start, samples.stop, block):
             sl = slice(start, min(start + block, samples.stop))
-            x = ctx.x(sl)
+            x = ctx.grad_x(sl)  # token ids: their embeddings, attributed through ctx.grad_forward
             base = chunk_baseline(baseline, x, sl)
-            index = None if ctx.index is None else ctx.index[sl].to(ctx.device)
-            res = integrated_gradients(ctx.forward, x, base, index, None if o.n_steps == "auto" else o.n_steps,
+            res = integrated_gradients(ctx.grad_forward, x, base, ctx.grad_index(sl),
+                                       None if o.n_steps == "auto" else o.n_steps,
                                        o.method, state["policy"], tolerance=o.delta_tolerance, max_steps=o.max_steps,
                                        autocast=state["amp"])
-            yield sl.start, {"attributions": res.attributions.cpu().numpy(),
+            maps = ctx.input_maps(res.attributions)  # token ids: one value per token (B, T)
+            yield sl.start, {**{k: v.cpu().numpy() for k, v in maps.items()},
                              "convergence_delta": res.delta.double().cpu().numpy(),
                              "gap": res.gap.double().cpu().numpy(), "steps": res.steps.cpu().numpy()}
 
@@ -100,6 +101,8 @@ class IntegratedGradients(AttributionDiagnostic):
         deltas, gaps, steps = arrays["convergence_delta"], arrays["gap"], arrays["steps"]
         out.array("convergence_delta", deltas)
         out.array("steps", steps)
+        if "attributions_per_dimension" in arrays:  # token ids with tokens.per_dimension: (N, T, D)
+            out.array("attributions_per_dimension", arrays["attributions_per_dimension"])
         rel = np.abs(deltas) / np.maximum(np.abs(gaps), 1e-12)
         adaptive = o.n_steps == "auto"
         out.metric("n_steps", o.n_steps)

@@ -20,10 +20,12 @@ __all__ = ["LayerMethod"]
 class LayerMethod(LayerChoice, CaptumMethod):
     """Subclasses set :attr:`method` (a ``captum.attr`` layer class) and their Options (a ``LayerOptions``)."""
 
+    input_maps = False
+
     def start(self, ctx: AutopsyContext, out: DiagnosticOutput) -> dict[str, Any]:
         name, layer = self.select_layer(ctx.model)
         info = self.inspect(ctx, name, layer)
-        return {"name": name, "method": self.method(ctx.forward, layer), "per_call": self.samples_per_call(ctx),
+        return {"name": name, "method": self.method(ctx.grad_forward, layer), "per_call": self.samples_per_call(ctx),
                 **self.baseline_state(ctx), **info}
 
     def kwargs(self, ctx: AutopsyContext, state: dict[str, Any], x: Tensor, sl: slice) -> dict[str, Any]:

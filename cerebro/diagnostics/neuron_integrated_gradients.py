@@ -65,7 +65,7 @@ class NeuronIntegratedGradients(CaptumMethod):
                                      f"{self.options.layer!r} outputs of shape {list(shapes[0]) if shapes else '?'}")
         out.metric("layer", self.options.layer)
         out.metric("neuron", list(neuron))
-        return {"method": CaptumNeuronIG(ctx.forward, layer), "per_call": self.samples_per_call(ctx),
+        return {"method": CaptumNeuronIG(ctx.grad_forward, layer), "per_call": self.samples_per_call(ctx),
                 "neuron": neuron, **self.baseline_state(ctx)}
 
     def kwargs(self, ctx: AutopsyContext, state: dict[str, Any], x: Tensor, sl: slice) -> dict[str, Any]:

@@ -26,7 +26,7 @@ class OcclusionOptions:
     window: Optional[List[int]] = None
     #: Step of the window; null = the window itself (no overlap).
     stride: Optional[List[int]] = None
-    #: Value the occluded window takes.
+    #: Value the occluded window takes (token-id inputs: tokens.baseline, a token id, instead).
     baseline: float = 0.0
 
 
@@ -44,6 +44,7 @@ class Occlusion(CaptumMethod):
 
     Options = OcclusionOptions
     method = CaptumOcclusion
+    perturbation = True
 
     def start(self, ctx: AutopsyContext, out: Any) -> dict[str, Any]:
         shape = tuple(ctx.samples.input_shape)
@@ -54,8 +55,9 @@ class Occlusion(CaptumMethod):
                 raise CerebroConfigError(f"occlusion.{name} {list(v)} does not fit the input shape {list(shape)}")
         out.metric("window", list(window))
         out.metric("stride", list(stride))
-        return {**super().start(ctx, out), "window": window, "stride": stride}
+        return {**super().start(ctx, out), "window": window, "stride": stride,
+                "replacement": self.replacement(ctx, self.options.baseline)}
 
     def kwargs(self, ctx: AutopsyContext, state: dict[str, Any], x: Tensor, sl: slice) -> dict[str, Any]:
         return {"sliding_window_shapes": state["window"], "strides": state["stride"],
-                "baselines": self.options.baseline}
+                "baselines": state["replacement"]}

@@ -58,7 +58,8 @@ def _subset(ctx: AutopsyContext, k: int, model: nn.Module, index: torch.Tensor |
     sub = SampleSet(x=s.x[0:k], y=None if s.y is None else s.y[:k], indices=s.indices[:k],
                     extras={n: v[:k] for n, v in s.extras.items()})
     return AutopsyContext(model=model, target=ctx.target, samples=sub, device=ctx.device, batch_size=ctx.batch_size,
-                          outputs=ctx.outputs[:k], index=index, seed=ctx.seed, memory_budget=ctx.memory_budget)
+                          outputs=ctx.outputs[:k], index=index, seed=ctx.seed, memory_budget=ctx.memory_budget,
+                          tokens=ctx.tokens)
 
 
 def _maps(diag: AttributionDiagnostic, ctx: AutopsyContext) -> dict[str, np.ndarray]:

@@ -45,13 +45,14 @@ class SmoothGrad(CaptumMethod):
         return o.nt_samples * (o.n_steps if o.base == "integrated_gradients" else 1)
 
     def make(self, ctx: AutopsyContext) -> Any:
-        base = CaptumIG(ctx.forward) if self.options.base == "integrated_gradients" else CaptumSaliency(ctx.forward)
+        fwd = ctx.grad_forward
+        base = CaptumIG(fwd) if self.options.base == "integrated_gradients" else CaptumSaliency(fwd)
         return NoiseTunnel(base)
 
     def start(self, ctx: AutopsyContext, out: Any) -> dict[str, Any]:
         lo, hi = float("inf"), float("-inf")
         for sl in ctx.chunks(256):
-            x = ctx.samples.x[sl]
+            x = ctx.samples.x[sl] if ctx.tokens is None else ctx.grad_x(sl)  # token ids: noise on embeddings
             lo, hi = min(lo, float(x.min())), max(hi, float(x.max()))
         return {**super().start(ctx, out), "stdev": self.options.noise_level * max(hi - lo, 1e-12)}
 

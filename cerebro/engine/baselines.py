@@ -11,7 +11,7 @@ from torch import Tensor
 
 from cerebro.errors import CerebroConfigError
 
-__all__ = ["make_baseline", "chunk_baseline"]
+__all__ = ["make_baseline", "chunk_baseline", "input_baseline"]
 
 
 def make_baseline(spec: str, x: Any, chunk: int = 256, owner: str = "integrated_gradients") -> Tensor:
@@ -42,3 +42,16 @@ def make_baseline(spec: str, x: Any, chunk: int = 256, owner: str = "integrated_
 def chunk_baseline(baseline: Tensor, x: Tensor, sl: slice) -> Tensor:
     """The baseline of the chunk ``x`` (samples ``sl``): one shared ``(1, ...)`` baseline or per-sample rows."""
     return (baseline if baseline.shape[0] == 1 else baseline[sl]).to(x.device).expand_as(x)
+
+
+def input_baseline(ctx: Any, spec: str, owner: str) -> Tensor:
+    """The baseline of a gradient method for the context's samples: :func:`make_baseline` on float inputs; on
+    token ids the embedding of ``tokens.baseline`` (pad | mask | id | zeros) at every position ``(1, T, D)``,
+    which the method's own ``zeros`` default stands for (other values apply to float inputs only)."""
+    if ctx.tokens is None:
+        return make_baseline(spec, ctx.samples.x, owner=owner)
+    if spec != "zeros":
+        raise CerebroConfigError(
+            f"{owner}.baseline {spec!r} applies to float inputs; on token ids the baseline is the embedding of "
+            f"tokens.baseline (pad | mask | <token id> | zeros): leave {owner}.baseline at zeros and set tokens.baseline")
+    return ctx.tokens.baseline(ctx.model, ctx.x(slice(0, 1)), owner).cpu()

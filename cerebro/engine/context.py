@@ -77,10 +77,44 @@ class AutopsyContext:
     #: ``time.monotonic()`` after which the running diagnostic stops at its next check (its time budget), and why.
     deadline: float | None = None
     deadline_reason: str = ""
+    #: Token-id inputs (:class:`~cerebro.adapters.tokens.TokenInputs`): gradient methods attribute at the input
+    #: embedding's output through the ``grad_*`` view below; ``None`` for float inputs.
+    tokens: Any = None
 
     def __post_init__(self) -> None:
         self.forward = ScalarForward(self.model, self.target)
         self.scores = self.target.select(self.outputs, self.index).detach()
+
+    @property
+    def grad_forward(self) -> nn.Module:
+        """Forward function of gradient methods: :attr:`forward`, or on token ids the model with its embedding output
+        replaced by the attributed float input, ``(embeddings, ids, index)``."""
+        return self.forward if self.tokens is None else self.tokens.forward(self.model, self.target)
+
+    def grad_x(self, sl: slice) -> Tensor:
+        """Float inputs of gradient methods: :meth:`x`, or on token ids their embeddings ``(B, T, D)``."""
+        return self.x(sl) if self.tokens is None else self.tokens.embed(self.model, self.x(sl))
+
+    def grad_args(self, sl: slice) -> tuple[Tensor, ...] | None:
+        """``additional_forward_args`` of :attr:`grad_forward` for the samples ``sl``."""
+        if self.tokens is None:
+            return self.forward_args(sl)
+        return (self.x(sl), *(self.forward_args(sl) or ()))
+
+    def grad_index(self, sl: slice) -> Any:
+        """The per-sample argument of :attr:`grad_forward` for the batched IG engine (indexed per point)."""
+        index = None if self.index is None else self.index[sl].to(self.device)
+        if self.tokens is None:
+            return index
+        from cerebro.adapters.tokens import TokenArgs
+
+        return TokenArgs(self.x(sl), index)
+
+    def input_maps(self, attr: Tensor) -> dict[str, Tensor]:
+        """Stored maps of an input attribution from :meth:`grad_x`: as is, or on token ids one value per token
+        ``(B, T)`` (plus ``attributions_per_dimension`` when asked)."""
+        return {"attributions": attr} if self.tokens is None else self.tokens.per_token(attr)
+
 
     def check_deadline(self) -> None:
         """Raise :class:`DiagnosticTimeout` once the running diagnostic's time budget is spent. Long diagnostics
