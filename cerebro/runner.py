@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from cerebro import __version__
+from cerebro import adapters
 from cerebro.adapters.tokens import TokenOptions, build_token_options, detect_tokens
 from cerebro.config import parse_diagnostics
 from cerebro.diagnostics.base import Diagnostic
@@ -236,6 +237,11 @@ def _prepare(model: nn.Module, data: Iterable[Any] | SampleSet, config: AutopsyC
     probe = samples.x[: min(2, samples.n)].to(device)
     with torch.no_grad():
         first = work(probe)
+    key = adapters.output_key(work, first) if config.output_key is None else None
+    if key is not None:  # e.g. a Hugging Face ModelOutput: its logits, without output_key
+        work.register_forward_hook(lambda _m, _i, out: pick_output(out, key))
+        summary["target"]["output_key"] = f"{key} (read from the {type(first).__name__}; output_key overrides it)"
+        first = pick_output(first, key)
     config.target.preflight(first, None if samples.y is None else samples.y[: probe.shape[0]])
     tokens = detect_tokens(work, probe, config.tokens)  # integer inputs: token ids and their embedding layer
     summary["samples"]["input_kind"] = "float" if tokens is None else "token_ids" if tokens.error is None else "integer"

@@ -5,11 +5,13 @@ Abnar & Zuidema, "Quantifying Attention Flow in Transformers", ACL 2020 (arXiv:2
 normalised, and the layers are multiplied in forward order. The class token's row (or, without class tokens, the
 mean over query tokens) gives one weight per patch token, placed on the token grid and upsampled onto the input.
 
-Weights come from the attention modules themselves: every ``nn.MultiheadAttention`` is asked for its per-head
-weights (``need_weights=True, average_attn_weights=False``; PyTorch's fused fast path, which skips them, is switched
-off for the pass and restored), and modules named ``*attn_drop`` (timm-style attention) hand over the probabilities
-they receive. Other modules can be named in ``modules`` when their output, or an element of their output tuple, is
-``(B, heads, N, N)`` or ``(B, N, N)``. Rollout does not depend on the target: it is the same for every class.
+Weights come from the attention modules themselves, found and switched for one pass by the model's families
+(:mod:`cerebro.adapters`): ``nn.MultiheadAttention`` is asked for per-head weights (PyTorch's fused fast path off),
+Hugging Face models run with ``attn_implementation="eager"`` and ``output_attentions=True`` (their default SDPA
+kernel computes no weights), timm attention with ``fused_attn = False`` (the probabilities are read at
+``attn_drop``); everything is restored afterwards. Other modules can be named in ``modules`` when their output, or
+an element of their output tuple, is ``(B, heads, N, N)`` or ``(B, N, N)``. Rollout does not depend on the target:
+it is the same for every class.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import torch
 from torch import Tensor, nn
 
 from cerebro.diagnostics.attribution import AttributionDiagnostic
-from cerebro.diagnostics.layers import _declared_prefix_tokens, map_onto_input, token_grid
+from cerebro import adapters
+from cerebro.diagnostics.layers import map_onto_input, token_grid
 from cerebro.engine.attribution import MapStats, summarize_maps
 from cerebro.engine.context import AutopsyContext
 from cerebro.engine.hooks import find_module
@@ -59,45 +62,34 @@ def attention_modules(model: nn.Module, names: list[str] | None) -> dict[str, nn
     """The modules whose attention weights are captured, by name, in registration order."""
     if names is not None:
         return {n: find_module(model, n) for n in names}
-    found = {n: m for n, m in model.named_modules()
-             if isinstance(m, nn.MultiheadAttention) or n.rsplit(".", 1)[-1] == "attn_drop"}
+    found = adapters.attention_modules(model)
     if not found:
         raise CerebroConfigError(
-            f"attention_rollout: {type(model).__name__} has no nn.MultiheadAttention and no module named *attn_drop; "
-            "name the modules whose output is the attention probabilities (B, heads, N, N) in "
-            "attention_rollout.modules (attention computed inside F.scaled_dot_product_attention exposes no weights)")
+            f"attention_rollout: {type(model).__name__} has no nn.MultiheadAttention and no module named *attn_drop, "
+            "and no Hugging Face or timm attention; name the modules whose output is the attention probabilities "
+            f"(B, heads, N, N) in attention_rollout.modules ({adapters.weights_hint(model)})")
     return found
 
 
-def _weights(output: Any) -> Tensor | None:
-    """``(B, H, N, N)`` attention weights in a module's output: the tensor itself or a tuple element."""
-    items = output if isinstance(output, (tuple, list)) else (output,)
-    for t in items:
-        if isinstance(t, Tensor) and t.ndim in (3, 4) and t.shape[-1] == t.shape[-2]:
-            return t if t.ndim == 4 else t[:, None]
-    return None
+def _root(t: Tensor) -> tuple[int, int, tuple[int, ...]]:
+    return t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape)
 
 
 @contextmanager
-def _capture(modules: dict[str, nn.Module], sink: list[tuple[str, Tensor | None]]) -> Iterator[None]:
-    """Record each module's attention weights per call; MultiheadAttention is asked for per-head weights."""
+def _capture(model: nn.Module, modules: dict[str, nn.Module], sink: list[tuple[str, Tensor | None]]) -> Iterator[None]:
+    """Record each module's attention weights per call, with the model's families switched to attention that
+    exposes them (eager attention, unfused kernels, need_weights) for the pass and restored afterwards."""
     handles = []
-    fastpath = torch.backends.mha.get_fastpath_enabled()
     try:
-        torch.backends.mha.set_fastpath_enabled(False)  # the fused path never computes the weights
         for name, module in modules.items():
-            if isinstance(module, nn.MultiheadAttention):
-                def ask(_m: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-                    return args, {**kwargs, "need_weights": True, "average_attn_weights": False}
-
-                handles.append(module.register_forward_pre_hook(ask, with_kwargs=True))
             handles.append(module.register_forward_hook(
-                lambda _m, _i, o, _n=name: sink.append((_n, None if (w := _weights(o)) is None else w.detach()))))
-        yield
+                lambda m, _i, o, _n=name: sink.append(
+                    (_n, None if (w := adapters.attention_weights(model, m, o)) is None else w.detach()))))
+        with adapters.attention_pass(model):
+            yield
     finally:
         for h in handles:
             h.remove()
-        torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
 def rollout(layers: list[Tensor], head_fusion: str = "mean", discard_ratio: float = 0.0,
@@ -138,14 +130,18 @@ class AttentionRollout(AttributionDiagnostic):
 
     def _layers(self, ctx: AutopsyContext, modules: dict[str, nn.Module], sl: slice) -> list[Tensor]:
         sink: list[tuple[str, Tensor | None]] = []
-        with torch.no_grad(), _capture(modules, sink):
+        with torch.no_grad(), _capture(ctx.model, modules, sink):
             ctx.model(ctx.x(sl))
+        # nested attention modules (e.g. ViTAttention around ViTSelfAttention) hand on the same tensor: keep it once
+        seen: set[tuple[int, int, tuple[int, ...]]] = set()
+        sink = [(n, w) for n, w in sink if w is None or not (_root(w) in seen or seen.add(_root(w)))]
         missing = sorted({n for n, w in sink if w is None})
-        if missing or not sink:
+        if (missing and self.options.modules is not None) or not any(w is not None for _, w in sink):
             raise CerebroConfigError(
                 f"attention_rollout: {missing or sorted(modules)} returned no (B, heads, N, N) attention weights "
                 "in the forward pass (not called, or their output holds no square weight matrix); name the modules "
-                "whose output is the attention probabilities in attention_rollout.modules")
+                "whose output is the attention probabilities in attention_rollout.modules, or make the model expose "
+                f"them ({adapters.weights_hint(ctx.model)})")
         sizes = sorted({tuple(w.shape[-2:]) for _, w in sink if w is not None})
         if len(sizes) > 1:
             raise CerebroConfigError(f"attention_rollout: attention maps of different sizes {sizes}; rollout needs "
@@ -157,7 +153,7 @@ class AttentionRollout(AttributionDiagnostic):
         layers = self._layers(ctx, modules, slice(0, min(2, ctx.n)))
         n_tokens = int(layers[0].shape[-1])
         prefix, grid = token_grid(n_tokens, tuple(ctx.samples.input_shape), self.options.prefix_tokens,
-                                  self.options.grid, _declared_prefix_tokens(ctx.model), owner=self.name)
+                                  self.options.grid, adapters.prefix_tokens(ctx.model), owner=self.name)
         source = self.options.source
         if source == "auto":
             source = "class_token" if prefix > 0 else "mean"

@@ -36,10 +36,11 @@ class LayerGradCam(LayerChoice, CaptumMethod):
     """Grad-CAM maps of the chosen layer for every sample, as ``(N, 1, *spatial)`` on the input's grid."""
 
     Options = LayerGradCamOptions
+    #: Maps are layer maps placed on the input by :meth:`to_map` (on token ids: one value per token, ``(N, 1, T)``).
+    input_maps = False
 
     def start(self, ctx: AutopsyContext, out: DiagnosticOutput) -> dict[str, Any]:
-        name, layer = self.select_layer(ctx.model)
-        info = self.inspect(ctx, name, layer)
+        name, layer, info = self.resolve_layer(ctx)
         return {"name": name, "layer": layer, "method": CaptumLayerGradCam(ctx.forward, layer),
                 "per_call": self.samples_per_call(ctx), **info}
 
@@ -59,9 +60,7 @@ class LayerGradCam(LayerChoice, CaptumMethod):
     def finish(self, ctx: AutopsyContext, out: DiagnosticOutput, state: dict[str, Any],
                arrays: dict[str, np.ndarray], stats: MapStats, map_shape: tuple[int, ...]) -> None:
         name = state["name"]
-        out.metric("layer", name)
-        out.metric("layout", state["layout"])
-        out.metric("layer_input", state["layer_input"])
+        self.record_layer(out, state)
         if state["layout"] == "tokens":
             out.metric("prefix_tokens", state["prefix"])
             out.metric("token_grid", list(state["grid"]))

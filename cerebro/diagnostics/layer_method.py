@@ -23,8 +23,7 @@ class LayerMethod(LayerChoice, CaptumMethod):
     input_maps = False
 
     def start(self, ctx: AutopsyContext, out: DiagnosticOutput) -> dict[str, Any]:
-        name, layer = self.select_layer(ctx.model)
-        info = self.inspect(ctx, name, layer)
+        name, layer, info = self.resolve_layer(ctx)
         return {"name": name, "method": self.method(ctx.grad_forward, layer), "per_call": self.samples_per_call(ctx),
                 **self.baseline_state(ctx), **info}
 
@@ -36,9 +35,7 @@ class LayerMethod(LayerChoice, CaptumMethod):
 
     def finish(self, ctx: AutopsyContext, out: DiagnosticOutput, state: dict[str, Any],
                arrays: dict[str, np.ndarray], stats: MapStats, map_shape: tuple[int, ...]) -> None:
-        out.metric("layer", state["name"])
-        out.metric("layout", state["layout"])
-        out.metric("layer_input", state["layer_input"])
+        self.record_layer(out, state)
         out.metric("map_shape", map_shape)
         for reason in stats.reasons():
             out.flag(f"{reason} (layer {state['name']})")

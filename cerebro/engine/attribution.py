@@ -58,6 +58,9 @@ def summarize_maps(out: DiagnosticOutput, mean_abs: np.ndarray, input_shape: tup
     m = np.asarray(mean_abs, dtype=np.float64)
     if len(input_shape) == 2:  # (channels, time) signals
         _signal_summaries(out, m, input_shape, what, getattr(out.writer, "eeg", None))
+    elif len(input_shape) == 3 and m.ndim < 2:  # a 1-D map over an image (e.g. a token sequence): a profile
+        out.array("spatial_importance", m)
+        out.figure(line(m, f"{what}: mean |attribution| per position", "position", "mean |attribution|"), "profile")
     elif len(input_shape) == 3:  # (channels, height, width) images
         spatial = m.reshape(-1, *m.shape[-2:]).mean(axis=0)
         out.array("spatial_importance", spatial)
