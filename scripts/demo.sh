@@ -3,5 +3,6 @@
 # Extra arguments are Hydra overrides, e.g.  bash scripts/demo.sh trainer.max_epochs=5
 set -euo pipefail
 cd "$(dirname "$0")/.."
+CEREBRO_SETUP=demo
 source scripts/setup_venv.sh
 exec .venv/bin/python -m cerebro.demo.run "$@"

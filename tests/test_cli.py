@@ -80,7 +80,7 @@ def test_console_script_end_to_end(trained: tuple[Path, Path], tmp_path: Path) -
     cmd = [str(exe), f"checkpoint='{ckpt}'", "model=cerebro.demo.EEGRegressor", f"data={DATA}",
            f"output_dir={tmp_path / 'out'}", "~autopsy.diagnostics.gradients", *DIAGS]
     env = {**os.environ, "MPLBACKEND": "Agg"}
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "cerebro-autopsy: ok" in done.stdout
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
@@ -88,7 +88,7 @@ def test_console_script_end_to_end(trained: tuple[Path, Path], tmp_path: Path) -
     assert list(summary["diagnostics"]) == ["predictions", "activations", "failure_modes", "integrated_gradients",
                                             "layer_gradcam"]
     bad = subprocess.run([str(exe), f"checkpoint={tmp_path / 'missing.ckpt'}", "model=cerebro.demo.EEGRegressor",
-                          f"data={DATA}"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+                          f"data={DATA}"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900)
     assert bad.returncode == 2
     assert "does not exist" in bad.stderr
     assert not (tmp_path / "outputs").exists()  # Hydra writes nothing beside the report

@@ -35,9 +35,20 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back: os has no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, data: bytes) -> None:
+    """Write through a temporary file and a rename, so readers never see half a file. ``mkstemp`` creates it with
+    mode 0600; it gets the mode any new file gets (0666 less the umask, 0644 under umask 022) like the figures."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        if hasattr(os, "fchmod"):  # POSIX
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
