@@ -17,6 +17,7 @@ from cerebro.diagnostics.spectral_integrated_gradients import (DEFAULT_BANDS, Sp
 from cerebro.engine.chunking import ChunkPolicy
 from cerebro.engine.spectral import Fourier, ShortTimeFourier, spectral_integrated_gradients
 from cerebro.errors import CerebroConfigError
+from cerebro.report.captions import caption
 from tests.autopsy_helpers import autopsy, load_array
 
 NAME = "spectral_integrated_gradients"
@@ -146,6 +147,7 @@ def test_alpha_on_the_planted_channels(alpha_model, tmp_path) -> None:
     figures = {a.rsplit("/", 1)[-1] for a in d["artifacts"] if a.endswith(".png")}
     assert {f"{NAME}_frequency.png", f"{NAME}_channel_frequency.png", f"{NAME}_sample0.png"} <= figures
     assert {f"{NAME}_topomap_{band}.png" for band in DEFAULT_BANDS} <= figures  # one scalp map per band (MNE)
+    assert "(Hz)" in caption(f"{NAME}_frequency") and "signed" in caption(f"{NAME}_sample0")
 
 
 def test_line_noise_artefact_is_flagged(tmp_path) -> None:

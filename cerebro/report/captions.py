@@ -17,6 +17,18 @@ _BY_SUFFIX = [
                            "looking where it should when it fails?"),
     (r"^gallery_worst\d+_", "A worst-case sample (see the gallery table) with this method's map: is the model "
                             "looking where it should when it fails?"),
+    (r"^spectral_integrated_gradients_frequency$", "Mean |attribution| over frequency (Hz) for the channels that "
+                                                   "matter most, EEG bands shaded: a peak names the rhythm the score "
+                                                   "reads; mass near 0 Hz, 50/60 Hz or Nyquist suggests an artefact."),
+    (r"^spectral_integrated_gradients_channel_frequency$", "Mean |attribution| per channel and frequency (Hz): which "
+                                                           "rhythm on which electrode."),
+    (r"^spectral_integrated_gradients_bands$", "Mean |attribution| per frequency band, summed over channels."),
+    (r"^spectral_integrated_gradients_topomap_", "Mean |attribution| in this band per electrode on the scalp: "
+                                                 "where on the head this rhythm is read."),
+    (r"^spectral_integrated_gradients_time_frequency$", "|attribution| over time (window centres, s) and frequency "
+                                                        "(Hz), summed over channels: when and at which rhythm."),
+    (r"^spectral_integrated_gradients_sample\d+$", "One sample's signed attribution per channel and frequency "
+                                                   "(red raises the score, blue lowers it)."),
     (r"_heatmap$", "Mean |attribution| over the samples (channel x time for signals, pixels for images): bright "
                    "cells are the input values the explained score depends on most."),
     (r"_channels?$", "Mean |attribution| per channel (electrode): which input rows the score depends on."),
