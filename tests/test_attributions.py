@@ -98,7 +98,7 @@ def test_ig_not_converged_flag_with_closed_form_delta(tmp_path):
                                0.5 * (x ** 2).sum(1).numpy(), rtol=1e-5)
     assert rec["metrics"]["not_converged"] == 6
     assert rec["metrics"]["median_relative_delta"] == pytest.approx(0.5, rel=1e-5)
-    assert rec["flags"] == ["IG not converged on 6/6 samples (|delta| > 5% of |f(x) - f(baseline)|): raise n_steps or use auto"]
+    assert rec["flags"] == ["IG not converged on 6/6 samples (|delta| > 1% of |f(x) - f(baseline)|): raise n_steps or use auto"]
     # Gauss-Legendre with one node (the midpoint) is exact for a quadratic
     exact = autopsy(Square(), (x,), tmp_path / "gl", [{"integrated_gradients": {"n_steps": 1}}])
     assert exact["diagnostics"]["integrated_gradients"]["flags"] == []

@@ -40,7 +40,7 @@ def test_every_autopsy_yaml_instantiates(group_file: str) -> None:
 def test_eeg_config_resolves_options() -> None:
     cb = instantiate(_compose("demo").autopsy)
     ig = next(d for d in cb.config.diagnostics if d.name == "integrated_gradients")
-    assert ig.options.n_steps == 50 and ig.options.baseline == "zeros"
+    assert ig.options.n_steps == "auto" and ig.options.baseline == "zeros"
     assert cb.config.max_samples == 128  # demo.yaml overrides eeg_regression's 256
 
 

@@ -1,11 +1,15 @@
 """``integrated_gradients``: Integrated Gradients on the target scalars, batched near the hardware floor.
 
 Sundararajan, Taly & Yan, "Axiomatic Attribution for Deep Networks", ICML 2017 (arXiv:1703.01365).
-The integral uses Captum's approximation rules; see :mod:`cerebro.engine.integrated` for the batching.
+By default the integral uses cerebro's nested rule with per-sample adaptive levels (every sample reaches
+``|delta| <= delta_tolerance * |f(x) - f(baseline)|`` or is flagged); a fixed ``n_steps`` with one of Captum's rules
+reproduces ``captum.attr.IntegratedGradients``. See :mod:`cerebro.engine.integrated` for the rules and batching and
+:mod:`cerebro.engine.precision` for ``precision``.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -20,80 +24,126 @@ from cerebro.engine.budget import points_per_pass
 from cerebro.engine.chunking import ChunkPolicy
 from cerebro.engine.completeness import completeness_metrics
 from cerebro.engine.context import AutopsyContext
-from cerebro.engine.integrated import START_STEPS, integrated_gradients
+from cerebro.engine.integrated import MAP_TOLERANCE, NESTED, START_STEPS, integrated_gradients
+from cerebro.engine.precision import PRECISIONS, PrecisionDecision, decide_precision
 from cerebro.errors import CerebroConfigError, choice_error
 from cerebro.registry import register_diagnostic
 from cerebro.report.writer import DiagnosticOutput
 
 __all__ = ["IntegratedGradients", "make_baseline", "AUTOCAST"]
 
-_METHODS = ("gausslegendre", "riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid")
+_CAPTUM = ("gausslegendre", "riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid")
+_METHODS = ("auto", NESTED, *_CAPTUM)
 _BASELINES = ("zeros", "mean")
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
 class IntegratedGradientsOptions:
-    #: Integration steps per sample (Captum's n_steps), or auto: double until every sample converges.
-    n_steps: Any = 50
+    #: auto: per sample, until |delta| <= delta_tolerance * |f(x) - f(baseline)|; or a fixed number of steps.
+    n_steps: Any = "auto"
     #: zeros | mean (the sample set's mean input) | a path to a .npy/.pt file of shape input or (N, *input).
     baseline: str = field(default="zeros", metadata={"choices": _BASELINES, "path_ok": True})
-    #: Captum's integration rule.
-    method: str = field(default="gausslegendre", metadata={"choices": _METHODS})
+    #: auto (nested with n_steps auto, gausslegendre with a fixed n_steps) | nested | one of Captum's rules.
+    method: str = field(default="auto", metadata={"choices": _METHODS})
     #: Interpolation points per forward+backward pass; null = calibrated within the memory budget.
     internal_batch_size: Optional[int] = field(default=None, metadata={"min": 1})
     #: Samples whose |delta| exceeds this fraction of |f(x) - f(baseline)| are flagged (and refined with auto).
-    delta_tolerance: float = field(default=0.05, metadata={"min": 0.0})
+    delta_tolerance: float = field(default=0.01, metadata={"min": 0.0})
+    #: nested auto: a sample also needs its map to move by at most this (relative L2) between its last two levels.
+    map_tolerance: float = field(default=MAP_TOLERANCE, metadata={"min": 0.0})
     #: Most steps n_steps=auto may use per sample.
     max_steps: int = field(default=512, metadata={"min": 2})
-    #: Mixed precision for the attribution passes on GPU: null | bf16 | fp16 (gradients accumulate in float32).
+    #: auto | fp32 | bf16 | fp16: precision inside the model for the attribution passes (endpoints and sums fp32).
+    precision: str = field(default="auto", metadata={"choices": PRECISIONS})
+    #: precision auto keeps bf16/fp16 only if the probe's maps are within this relative L2 error of fp32.
+    precision_tolerance: float = field(default=0.02, metadata={"min": 0.0})
+    #: Deprecated: use precision (bf16 | fp16 map to it).
     autocast: Optional[str] = field(default=None, metadata={"choices": (None, *AUTOCAST)})
 
 
 @register_diagnostic("integrated_gradients")
 class IntegratedGradients(AttributionDiagnostic):
-    """Integrated Gradients for every sample, with per-sample convergence deltas; ``n_steps: auto`` adapts."""
+    """Integrated Gradients for every sample, with per-sample convergence deltas; adaptive steps by default."""
 
     Options = IntegratedGradientsOptions
 
     def validate(self) -> None:
-        n = self.options.n_steps
+        o = self.options
+        n = o.n_steps
         if n != "auto" and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
             raise CerebroConfigError(f"`integrated_gradients.n_steps` must be a positive int or 'auto', got {n!r}")
-        if self.options.method.startswith("riemann") and n != "auto" and n < 2:
+        if o.method.startswith("riemann") and n != "auto" and n < 2:
             raise CerebroConfigError(
-                f"`integrated_gradients.n_steps` must be >= 2 with method {self.options.method!r} (Captum's Riemann "
+                f"`integrated_gradients.n_steps` must be >= 2 with method {o.method!r} (Captum's Riemann "
                 f"rules need two points), got {n}"
             )
-        if self.options.autocast not in (None, *AUTOCAST):
-            raise choice_error("integrated_gradients.autocast", self.options.autocast, [None, *AUTOCAST])
+        if o.autocast not in (None, *AUTOCAST):
+            raise choice_error("integrated_gradients.autocast", o.autocast, [None, *AUTOCAST])
+        if o.autocast is not None:
+            msg = (f"`integrated_gradients.autocast: {o.autocast}` is deprecated: use `precision: {o.autocast}` "
+                   "(or precision: auto, which checks speed and accuracy first)")
+            if o.precision not in ("auto", o.autocast):
+                raise CerebroConfigError(f"{msg}; it conflicts with precision: {o.precision}")
+            warnings.warn(msg, FutureWarning, stacklevel=2)
+            o.precision = o.autocast
+
+    @property
+    def rule(self) -> str:
+        """The integration rule that runs."""
+        m = self.options.method
+        return m if m != "auto" else (NESTED if self.options.n_steps == "auto" else "gausslegendre")
 
     def start(self, ctx: AutopsyContext, out: DiagnosticOutput) -> dict[str, Any]:
         o = self.options
         limit = o.internal_batch_size or points_per_pass(ctx.model, ctx.x(slice(0, 1)), ctx.memory_budget)
-        key = (type(ctx.model).__qualname__, tuple(ctx.samples.input_shape), str(ctx.device), o.autocast)
-        amp = AUTOCAST.get(o.autocast) if ctx.device.type == "cuda" else None
-        if o.autocast and amp is None:
-            out.flag(f"autocast {o.autocast} ignored on {ctx.device.type}: attribution passes ran in float32")
-        return {"baseline": input_baseline(ctx, o.baseline, self.name), "amp": amp,
-                "policy": ChunkPolicy(limit, key, ctx.device, fixed=o.internal_batch_size), "evaluations": 0}
+        state = {"baseline": input_baseline(ctx, o.baseline, self.name), "limit": limit, "policies": {},
+                 "decision": None}
+        if o.autocast is not None:
+            out.flag(f"autocast: {o.autocast} is deprecated; ran as precision: {o.autocast}")
+        if o.precision == "auto" and o.n_steps != "auto" and self.rule != NESTED:
+            state["decision"] = PrecisionDecision("auto", "fp32", "Captum's rule at a fixed n_steps: float32, "
+                                                  "equal to captum.attr.IntegratedGradients")
+        return state
+
+    def _policy(self, ctx: AutopsyContext, state: dict[str, Any], used: str) -> ChunkPolicy:
+        if used not in state["policies"]:
+            key = (type(ctx.model).__qualname__, tuple(ctx.samples.input_shape), str(ctx.device), used)
+            state["policies"][used] = ChunkPolicy(state["limit"], key, ctx.device,
+                                                  fixed=self.options.internal_batch_size)
+        return state["policies"][used]
 
     def blocks(self, ctx: AutopsyContext, state: dict[str, Any], samples: slice
                ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
         o, baseline = self.options, state["baseline"]
         block = max(ctx.batch_size, 64)
+        n_steps = None if o.n_steps == "auto" else o.n_steps
         for start in range(samples.start, samples.stop, block):
             sl = slice(start, min(start + block, samples.stop))
-            x = ctx.grad_x(sl)  # token ids: their embeddings, attributed through ctx.grad_forward
+            x = ctx.grad_x(sl)  # on token ids: their embeddings, attributed through ctx.grad_forward
             base = chunk_baseline(baseline, x, sl)
-            res = integrated_gradients(ctx.grad_forward, x, base, ctx.grad_index(sl),
-                                       None if o.n_steps == "auto" else o.n_steps,
-                                       o.method, state["policy"], tolerance=o.delta_tolerance, max_steps=o.max_steps,
-                                       autocast=state["amp"])
-            maps = ctx.input_maps(res.attributions)  # token ids: one value per token (B, T)
-            yield sl.start, {**{k: v.cpu().numpy() for k, v in maps.items()},
+            index = ctx.grad_index(sl)
+            forward = ctx.grad_forward
+            if state["decision"] is None:  # the probe runs once, on the first block
+                with torch.no_grad():
+                    k = min(4, x.shape[0])
+                    sub = None if index is None else index[:k]
+                    fx = forward(x[:k]) if sub is None else forward(x[:k], sub)
+                    fb = forward(base[:k]) if sub is None else forward(base[:k], sub)
+                state["decision"] = decide_precision(o.precision, forward, x, base, index,
+                                                     (fx - fb).float(), min(state["limit"], 32),
+                                                     map_tolerance=o.precision_tolerance,
+                                                     completeness_tolerance=o.delta_tolerance / 2)
+            dec: PrecisionDecision = state["decision"]
+            res = integrated_gradients(forward, x, base, index, n_steps, self.rule,
+                                       self._policy(ctx, state, dec.used), tolerance=o.delta_tolerance,
+                                       max_steps=o.max_steps, map_tolerance=o.map_tolerance, dtype=dec.dtype)
+            change = res.map_change if res.map_change is not None else torch.full_like(res.gap, float("nan"))
+            maps = {k: v.cpu().numpy() for k, v in ctx.input_maps(res.attributions).items()}
+            yield sl.start, {**maps,
                              "convergence_delta": res.delta.double().cpu().numpy(),
-                             "gap": res.gap.double().cpu().numpy(), "steps": res.steps.cpu().numpy()}
+                             "gap": res.gap.double().cpu().numpy(), "steps": res.steps.cpu().numpy(),
+                             "map_change": change.double().cpu().numpy()}
 
     def finish(self, ctx: AutopsyContext, out: DiagnosticOutput, state: dict[str, Any],
                arrays: dict[str, np.ndarray], stats: MapStats, map_shape: tuple[int, ...]) -> None:
@@ -101,6 +151,7 @@ class IntegratedGradients(AttributionDiagnostic):
         deltas, gaps, steps = arrays["convergence_delta"], arrays["gap"], arrays["steps"]
         out.array("convergence_delta", deltas)
         out.array("steps", steps)
+        out.array("gap", gaps)
         if "attributions_per_dimension" in arrays:  # token ids with tokens.per_dimension: (N, T, D)
             out.array("attributions_per_dimension", arrays["attributions_per_dimension"])
         rel = np.abs(deltas) / np.maximum(np.abs(gaps), 1e-12)
@@ -108,16 +159,26 @@ class IntegratedGradients(AttributionDiagnostic):
         out.metric("n_steps", o.n_steps)
         out.metric("steps_max", int(steps.max()))
         out.metric("steps_mean", float(steps.mean()))
-        out.metric("evaluations", int(_evaluations(steps, adaptive, o.n_steps)))
-        out.metric("method", o.method)
-        out.metric("autocast", o.autocast if state["amp"] is not None else None)
-        for k, v in state["policy"].describe().items():
-            out.metric(k, v)
+        out.metric("evaluations", int(_evaluations(steps, adaptive, o.n_steps, self.rule)))
+        out.metric("method", self.rule)
+        dec: PrecisionDecision | None = state["decision"]
+        out.metric("precision", dec.used if dec is not None else "fp32")
+        out.metric("precision_decision", dec.as_dict() if dec is not None else None)
+        if dec is not None and dec.requested not in ("auto", "fp32") and dec.reason.startswith(dec.used + " requested;"):
+            out.flag(f"precision {dec.used}: {dec.reason.split('; ', 1)[1]}")
+        for used, policy in state["policies"].items():
+            for k, v in policy.describe().items():
+                out.metric(k, v)
         out.metric("mean_abs_delta", float(np.mean(np.abs(deltas))))
         out.metric("max_abs_delta", float(np.max(np.abs(deltas))))
         out.metric("median_relative_delta", float(np.median(rel)))
         for key, value in completeness_metrics(deltas + gaps, gaps).items():  # sum(attr) = delta + gap
             out.metric(key, value)
+        out.metric("max_relative_delta", float(np.max(rel)))
+        if self.rule == NESTED and adaptive:
+            change = arrays["map_change"]
+            out.array("map_change", change)
+            out.metric("max_map_change", float(np.nanmax(change)) if np.isfinite(change).any() else None)
         bad = int(np.sum((rel > o.delta_tolerance) & (np.abs(deltas) > 1e-6)))
         out.metric("not_converged", bad)
         if bad:
@@ -131,8 +192,11 @@ class IntegratedGradients(AttributionDiagnostic):
         summarize_maps(out, mean_abs, tuple(ctx.samples.input_shape), "integrated gradients")
 
 
-def _evaluations(steps: np.ndarray, adaptive: bool, n_steps: Any) -> int:
-    """Forward+backward evaluations: adaptive runs spent every level they went through (16, 32, ... final)."""
+def _evaluations(steps: np.ndarray, adaptive: bool, n_steps: Any, rule: str) -> int:
+    """Forward+backward evaluations. Nested levels reuse every earlier point (a sample costs its final step count);
+    adaptive Captum rules recompute every level they went through (16, 32, ... final)."""
     if not adaptive:
         return int(steps.size * n_steps)
+    if rule == NESTED:
+        return int(steps.sum())
     return int(sum(2 * int(s) - START_STEPS for s in steps))

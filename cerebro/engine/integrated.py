@@ -1,14 +1,30 @@
 """Batched Integrated Gradients over a stream of (sample, step) points.
 
-The integral of Sundararajan et al. (2017) is approximated with Captum's own rules
-(``captum.attr._utils.approximation_methods``), so results equal ``captum.attr.IntegratedGradients`` at the same
-``n_steps``/``method``. Unlike one Captum call per batch, the points of all samples in a block are cut into chunks
-sized by :class:`~cerebro.engine.chunking.ChunkPolicy` (memory budget + measured throughput), so every pass is
-full and no pass holds more than the budget.
+Two families of rules integrate the path of Sundararajan et al. (2017):
+
+- Captum's own rules (``captum.attr._utils.approximation_methods``: ``gausslegendre``, ``riemann_*``), so results
+  equal ``captum.attr.IntegratedGradients`` at the same ``n_steps``/``method``. With ``n_steps=None`` they double the
+  step count for the samples not yet converged, recomputing every point (Captum's points are not nested).
+- ``nested`` (the default of the diagnostic): the trapezoid rule on the smoothed path parametrisation
+  ``alpha = t - sin(2 pi t) / (2 pi)`` (Sidi's sin^2 transformation, Sidi 1993, "A new variable transformation for
+  numerical integration"). Its weights vanish at both ends, so the rule reaches the accuracy of Gauss-Legendre at a
+  similar point count on smooth paths, and level ``L`` (``2**L - 1`` interior points ``t = j / 2**L``) contains every
+  point of level ``L - 1``: refining a sample only evaluates the new points, and the previous level's map comes for
+  free as an error estimate. Each sample stops at the first level whose completeness error
+  ``|sum(attr) - (f(x) - f(b))|`` is within ``tolerance * |f(x) - f(b)|`` and whose map moved by at most
+  ``map_tolerance`` (relative L2) from the previous level.
+
+The points of all samples in a block are cut into chunks sized by :class:`~cerebro.engine.chunking.ChunkPolicy`
+(memory budget + measured throughput), so every pass is full and no pass holds more than the budget. Passes may run
+in reduced precision (``dtype``: autocast inside the model; the interpolation input, the gradient accumulation and
+the endpoints ``f(x)``, ``f(b)`` stay float32); with the nested rule the reduced levels are corrected by a float32
+control variate on the 3-point level (:func:`reduced_correction`), which restores completeness when the precision
+error varies slowly along the path. :mod:`cerebro.engine.precision` decides when reduced precision is safe.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -19,35 +35,76 @@ from torch import Tensor
 
 from cerebro.engine.chunking import ChunkPolicy
 
-__all__ = ["IGResult", "integrated_gradients", "START_STEPS"]
+__all__ = ["IGResult", "integrated_gradients", "path_sums", "reduced_correction", "nested_rule", "nested_levels", "START_STEPS", "NESTED",
+           "NESTED_START_LEVEL", "MAP_TOLERANCE"]
 
-#: First level of adaptive IG (``n_steps=None``); each level doubles it.
+#: First level of adaptive IG with Captum's rules (``n_steps=None``); each level doubles it.
 START_STEPS = 16
+#: The nested rule's name (``method``).
+NESTED = "nested"
+#: First level of the adaptive nested rule: ``2**3 - 1 = 7`` points (its 3-point sub-level is the first estimate).
+NESTED_START_LEVEL = 3
+#: Default bound on the relative L2 change of a sample's map between two nested levels.
+MAP_TOLERANCE = 0.05
 
 
 @dataclass
 class IGResult:
-    """Attributions ``(S, *input)`` and per-sample ``f(x) - f(baseline)``, convergence delta and steps used."""
+    """Attributions ``(S, *input)`` and per-sample ``f(x) - f(baseline)``, convergence delta and steps used.
+
+    ``map_change`` is the relative L2 change of each sample's map from the previous nested level (NaN for Captum's
+    rules); ``evaluations`` counts forward+backward points (the endpoints' two forward passes are not counted).
+    """
 
     attributions: Tensor
     gap: Tensor
     delta: Tensor
     steps: Tensor
     evaluations: int
+    map_change: Tensor | None = None
 
 
-def _path_gradients(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Tensor | None, n_steps: int,
-                    method: str, policy: ChunkPolicy, autocast: torch.dtype | None) -> Tensor:
-    """``sum_k w_k * grad f(b + a_k (x - b))`` for every sample, in chunks of (sample, step) points."""
-    step_fn, alpha_fn = approximation_parameters(method)
-    w = torch.tensor(step_fn(n_steps), dtype=torch.float32, device=x.device)
-    a = torch.tensor(alpha_fn(n_steps), dtype=x.dtype, device=x.device)
+def _phi(t: Tensor) -> Tensor:
+    return t - torch.sin(2 * math.pi * t) / (2 * math.pi)
+
+
+def _dphi(t: Tensor) -> Tensor:
+    return 1 - torch.cos(2 * math.pi * t)
+
+
+def nested_rule(n_points: int) -> tuple[list[float], list[float]]:
+    """``(weights, alphas)`` of the nested rule with ``n_points`` interior points ``t = j / (n_points + 1)``.
+
+    Levels with ``n_points = 2**L - 1`` are nested. Weights sum to 1 up to the rule's error.
+    """
+    t = torch.arange(1, n_points + 1, dtype=torch.float64) / (n_points + 1)
+    return (_dphi(t) / (n_points + 1)).tolist(), _phi(t).tolist()
+
+
+def nested_levels(max_steps: int, start_level: int = NESTED_START_LEVEL) -> list[int]:
+    """Point counts of the nested levels the adaptive rule may use: 7, 15, 31, ... up to ``max_steps``."""
+    levels = [2**L - 1 for L in range(start_level, 31) if 2**L - 1 <= max_steps]
+    return levels or [2**start_level - 1]
+
+
+def path_sums(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Tensor | None, alphas: Tensor,
+              weights: Tensor, policy: ChunkPolicy, dtype: torch.dtype | None = None) -> Tensor:
+    """``sum_k W[m, k] * grad f(b + alphas[k] (x - b))`` for every sample: shape ``(M, S, *input)``, float32
+    (float64 for float64 inputs).
+
+    ``weights`` is ``(M, K)``: several weightings of the same points (e.g. two nested levels) cost one pass.
+    Points run sample-major in chunks from ``policy``; ``dtype`` (bf16/fp16) autocasts the model only.
+    """
+    n_steps = int(alphas.numel())
+    acc_dtype = torch.promote_types(x.dtype, torch.float32)  # float64 inputs accumulate in float64
+    w = weights.to(device=x.device, dtype=acc_dtype)
+    a = alphas.to(device=x.device, dtype=x.dtype)
     s = x.shape[0]
     total = s * n_steps
-    acc = torch.zeros_like(x, dtype=torch.float32)
+    acc = torch.zeros((w.shape[0], *x.shape), dtype=acc_dtype, device=x.device)
     diff = x - base
     tail = (1,) * (x.ndim - 1)
-    amp = (torch.autocast(x.device.type, dtype=autocast) if autocast is not None else nullcontext())
+    amp = torch.autocast(x.device.type, dtype=dtype) if dtype not in (None, torch.float32) else nullcontext()
     done = 0
     while done < total:
         def one(size: int, start: int = done) -> None:
@@ -56,41 +113,135 @@ def _path_gradients(forward: Callable[..., Tensor], x: Tensor, base: Tensor, ind
             pts = (base[i] + a[k].view(-1, *tail) * diff[i]).requires_grad_(True)
             with amp:
                 out = forward(pts) if index is None else forward(pts, index[i])
-            (g,) = torch.autograd.grad(out.float().sum(), pts)
-            acc.index_add_(0, i, g.float() * w[k].view(-1, *tail))
+            (g,) = torch.autograd.grad(out.to(acc_dtype).sum(), pts)
+            g = g.to(acc_dtype)
+            for m in range(w.shape[0]):
+                acc[m].index_add_(0, i, g * w[m, k].view(-1, *tail))
 
         size, _ = policy.run(total - done, one)
         done += size
     return acc
 
 
+def reduced_correction(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Tensor | None,
+                       g_sub_reduced: Tensor, policy: ChunkPolicy) -> Tensor:
+    """``G32 - Gred`` on the nested rule's 3-point level: added to every reduced-precision level of the nested
+    rule, it cancels the part of the reduced-precision error that varies smoothly along the path (rounded weights,
+    biased kernels), which otherwise breaks completeness (a control variate: the reduced fine level corrected by
+    the difference of the two precisions on a coarse level)."""
+    t = torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)
+    g32 = path_sums(forward, x, base, index, _phi(t), (_dphi(t) / 4)[None], policy, None)[0]
+    return g32 - g_sub_reduced
+
+
 @torch.no_grad()
 def _scores(forward: Callable[..., Tensor], x: Tensor, index: Tensor | None) -> Tensor:
-    return (forward(x) if index is None else forward(x, index)).float()
+    out = forward(x) if index is None else forward(x, index)
+    return out.to(torch.promote_types(out.dtype, torch.float32))
+
+
+def _converged(attr: Tensor, prev: Tensor | None, gap: Tensor, tolerance: float, map_tolerance: float
+               ) -> tuple[Tensor, Tensor, Tensor]:
+    """Per sample: (delta, map change, converged?) of ``attr`` against the previous level's ``prev``."""
+    flat = attr.reshape(attr.shape[0], -1)
+    delta = flat.sum(dim=1) - gap
+    ok = delta.abs() <= tolerance * gap.abs().clamp_min(1e-12)
+    if prev is None:
+        return delta, torch.full_like(gap, float("nan")), ok
+    norm = flat.norm(dim=1)
+    change = (flat - prev.reshape(flat.shape)).norm(dim=1) / norm.clamp_min(1e-30)
+    change = torch.where(norm > 0, change, torch.zeros_like(change))
+    return delta, change, ok & (change <= map_tolerance)
+
+
+def _nested(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Tensor | None, gap: Tensor,
+            n_steps: int | None, policy: ChunkPolicy, tolerance: float, map_tolerance: float, max_steps: int,
+            start_level: int, dtype: torch.dtype | None) -> IGResult:
+    """The nested rule: a fixed point count, or adaptive levels that only evaluate the new points."""
+    diff = (x - base).to(torch.promote_types(x.dtype, torch.float32))
+    if n_steps is not None:  # fixed point count (nested across doublings of n_steps + 1)
+        w, a = nested_rule(n_steps)
+        g = path_sums(forward, x, base, index, torch.tensor(a), torch.tensor([w]), policy, dtype)[0]
+        attr = g * diff
+        delta, change, _ = _converged(attr, None, gap, tolerance, map_tolerance)
+        return IGResult(attr, gap, delta, torch.full_like(gap, n_steps, dtype=torch.long), x.shape[0] * n_steps,
+                        change)
+    levels = nested_levels(max_steps, start_level)
+    s = x.shape[0]
+    attr = torch.zeros_like(diff)
+    delta = torch.zeros_like(gap)
+    change = torch.full_like(gap, float("nan"))
+    steps = torch.zeros(s, dtype=torch.long, device=x.device)
+    # first level: all its points, weighted for the level and for its sub-level (the first error estimate)
+    n = levels[0]
+    j = torch.arange(1, n + 1, dtype=torch.float64)
+    t = j / (n + 1)
+    w_cur = _dphi(t) / (n + 1)
+    w_prev = torch.where(j % 2 == 0, _dphi(t) / ((n + 1) / 2), torch.zeros_like(t))
+    g_cur, g_prev = path_sums(forward, x, base, index, _phi(t), torch.stack([w_cur, w_prev]), policy, dtype)
+    todo = torch.arange(s, device=x.device)
+    evaluations = s * n
+    corr = torch.zeros_like(g_cur[:1])
+    if dtype not in (None, torch.float32):  # fp32 control variate: the 3-point sub-level again, in float32
+        corr = reduced_correction(forward, x, base, index, g_prev, policy)
+        evaluations += s * 3
+    for level, n in enumerate(levels):
+        if level:  # the new points t = odd j / (n + 1); the previous level's sum is halved (h halves)
+            t = torch.arange(1, n + 1, 2, dtype=torch.float64) / (n + 1)
+            new = path_sums(forward, x[todo], base[todo], None if index is None else index[todo], _phi(t),
+                            (_dphi(t) / (n + 1))[None], policy, dtype)[0]
+            g_prev, g_cur = g_cur, g_cur / 2 + new
+            evaluations += todo.numel() * t.numel()
+        a_cur = (g_cur + corr) * diff[todo]
+        d, c, ok = _converged(a_cur, (g_prev + corr) * diff[todo], gap[todo], tolerance, map_tolerance)
+        attr[todo], delta[todo], change[todo], steps[todo] = a_cur, d, c, n
+        if bool(ok.all()) or level == len(levels) - 1:
+            break
+        keep = ~ok
+        todo, g_cur, g_prev = todo[keep], g_cur[keep], g_prev[keep]
+        corr = corr[keep] if corr.shape[0] > 1 else corr
+    return IGResult(attr, gap, delta, steps, evaluations, change)
 
 
 def integrated_gradients(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Tensor | None,
                          n_steps: int | None, method: str, policy: ChunkPolicy, tolerance: float = 0.01,
-                         max_steps: int = 1024, start_steps: int = START_STEPS, autocast: torch.dtype | None = None) -> IGResult:
+                         max_steps: int = 1024, start_steps: int = START_STEPS, autocast: torch.dtype | None = None,
+                         *, map_tolerance: float = MAP_TOLERANCE, start_level: int = NESTED_START_LEVEL,
+                         dtype: torch.dtype | None = None) -> IGResult:
     """Integrated Gradients of ``forward`` for the samples ``x`` against ``base`` (same shape).
 
-    ``n_steps=None`` is adaptive: start at ``start_steps`` and double, for the samples not yet converged only,
-    until ``|delta| <= tolerance * |f(x) - f(base)|`` or ``max_steps``.
+    Args:
+        forward: ``forward(points)`` or ``forward(points, index)`` -> one scalar per point.
+        n_steps: points per sample, or ``None`` for adaptive steps.
+        method: ``nested`` or one of Captum's rules (equal to Captum at fixed ``n_steps``).
+        tolerance: adaptive target ``|delta| <= tolerance * |f(x) - f(base)|`` per sample.
+        max_steps: most points per sample in adaptive mode.
+        start_steps: first step count of adaptive Captum rules (doubled, every point recomputed).
+        autocast: deprecated alias of ``dtype``.
+        map_tolerance: nested adaptive rule: most relative L2 change of a map between two levels.
+        start_level: nested adaptive rule: first level (``2**start_level - 1`` points).
+        dtype: reduced precision of the passes (``torch.bfloat16``/``torch.float16``), ``None`` = float32.
     """
+    dtype = dtype if dtype is not None else autocast
     with torch.enable_grad():
         fx, fb = _scores(forward, x, index), _scores(forward, base, index)
         gap = fx - fb
+        if method == NESTED:
+            return _nested(forward, x, base, index, gap, n_steps, policy, tolerance, map_tolerance, max_steps,
+                           start_level, dtype)
+        step_fn, alpha_fn = approximation_parameters(method)
         steps = torch.full((x.shape[0],), n_steps or start_steps, dtype=torch.long, device=x.device)
         todo = torch.arange(x.shape[0], device=x.device)
-        attr = torch.zeros_like(x, dtype=torch.float32)
+        attr = torch.zeros_like(x, dtype=torch.promote_types(x.dtype, torch.float32))
         delta = torch.zeros_like(gap)
         evaluations = 0
         while todo.numel():
             n = int(steps[todo[0]])
             sub_index = None if index is None else index[todo]
-            grads = _path_gradients(forward, x[todo], base[todo], sub_index, n, method, policy, autocast)
+            grads = path_sums(forward, x[todo], base[todo], sub_index, torch.tensor(alpha_fn(n)),
+                              torch.tensor([step_fn(n)]), policy, dtype)[0]
             evaluations += todo.numel() * n
-            a = grads * (x[todo] - base[todo]).float()
+            a = grads * (x[todo] - base[todo]).to(grads.dtype)
             attr[todo] = a
             delta[todo] = a.reshape(a.shape[0], -1).sum(dim=1) - gap[todo]
             if n_steps is not None:

@@ -1,0 +1,280 @@
+"""Issue 13: the nested adaptive IG rule (evaluations, reuse, completeness), Captum equality at fixed steps,
+precision decisions (with a fault injected into the reduced-precision probe), bounded sanity-check stages."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from captum.attr import IntegratedGradients as CaptumIG
+from torch import nn
+
+import cerebro.engine.precision as precision
+from cerebro.demo.data import make_eeg_dataset
+from cerebro.demo.model import EEGRegressor
+from cerebro.diagnostics.sanity_checks import layer_groups, randomization_stages
+from cerebro.engine.chunking import ChunkPolicy
+from cerebro.engine.integrated import integrated_gradients, nested_levels, nested_rule
+from cerebro.engine.ranks import mean_abs_spearman
+from cerebro.targets import ClassificationTarget, RegressionTarget, ScalarForward
+from tests.autopsy_helpers import autopsy, load_array, loader
+
+CPU = torch.device("cpu")
+
+
+def _policy(size: int = 64) -> ChunkPolicy:
+    return ChunkPolicy(size, None, CPU, size)
+
+
+class Counting(nn.Module):
+    """Counts the rows that go through the model with gradients (path points) and without (endpoints)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.points, self.endpoints = model, 0, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            self.points += x.shape[0]
+        else:
+            self.endpoints += x.shape[0]
+        return self.model(x)
+
+
+def _tanh_mlp(seed: int = 1) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(8, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 1)).eval()
+
+
+def test_nested_rule_weights_and_levels() -> None:
+    w, a = nested_rule(15)
+    assert len(w) == len(a) == 15 and 0 < min(a) and max(a) < 1
+    assert math.fsum(w) == pytest.approx(1.0, abs=1e-12)
+    # high order on smooth integrands (Riemann sums with 15 points are off by ~1e-2): int_0^1 a^3 da = 1/4
+    err15 = abs(math.fsum(wi * ai ** 3 for wi, ai in zip(w, a)) - 0.25)
+    w31, a31 = nested_rule(31)
+    err31 = abs(math.fsum(wi * ai ** 3 for wi, ai in zip(w31, a31)) - 0.25)
+    assert err15 < 1e-6 and err31 < err15 / 32  # at least 5th order when the step halves
+    # level L's points contain level L-1's
+    assert set(np.round(nested_rule(7)[1], 12)) <= set(np.round(a, 12))
+    assert nested_levels(512) == [7, 15, 31, 63, 127, 255, 511]
+
+
+def test_nested_levels_only_evaluate_new_points_and_match_the_fixed_rule() -> None:
+    model = Counting(_tanh_mlp())
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(10, 8, generator=g) * torch.linspace(0.5, 6, 10)[:, None]  # from easy to hard paths
+    base = torch.zeros_like(x)
+    fwd = ScalarForward(model, RegressionTarget())
+    res = integrated_gradients(fwd, x, base, None, None, "nested", _policy(), tolerance=1e-4, max_steps=255,
+                               map_tolerance=0.05)
+    steps = res.steps.tolist()
+    assert len(set(steps)) >= 2, steps  # the samples stopped at different levels
+    assert set(steps) <= {7, 15, 31, 63, 127, 255}
+    # every point evaluated once: a sample that stopped at level n cost n points, not 7 + 15 + ... + n
+    assert res.evaluations == sum(steps) == model.points
+    assert model.endpoints == 2 * 10
+    rel = (res.delta.abs() / res.gap.abs())
+    assert (rel <= 1e-4).all(), rel
+    # the reused points give the same maps as the rule computed directly at each sample's final count
+    for n in set(steps):
+        sel = res.steps == n
+        direct = integrated_gradients(fwd, x[sel], base[sel], None, n, "nested", _policy())
+        torch.testing.assert_close(res.attributions[sel], direct.attributions, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["gausslegendre", "riemann_right", "riemann_left", "riemann_middle",
+                                    "riemann_trapezoid"])
+def test_fixed_steps_equal_captum_within_1e8_in_float64(method: str) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(3, 5, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(5 * 12, 4)).double()
+    x = torch.randn(5, 3, 12, dtype=torch.float64)
+    base = torch.randn(1, 3, 12, dtype=torch.float64).expand_as(x)
+    index = torch.tensor([0, 1, 2, 3, 0])
+    res = integrated_gradients(ScalarForward(model, ClassificationTarget()), x, base, index, 24, method, _policy(7))
+    ref, delta = CaptumIG(model).attribute(x, baselines=base, target=index, n_steps=24, method=method,
+                                           return_convergence_delta=True)
+    torch.testing.assert_close(res.attributions, ref, atol=1e-8, rtol=0)
+    torch.testing.assert_close(res.delta, delta, atol=1e-8, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def trained_demo():
+    """The demo regressor trained for a few epochs on planted-burst EEG windows."""
+    torch.manual_seed(0)
+    x, y, _ = make_eeg_dataset(n=256, n_chans=16, seed=0)
+    model = EEGRegressor(n_chans=16)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(4):
+        perm = torch.randperm(x.shape[0], generator=g)
+        for i in range(0, x.shape[0], 32):
+            idx = perm[i : i + 32]
+            loss = nn.functional.mse_loss(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    xt, yt, _ = make_eeg_dataset(n=12, n_chans=16, seed=5)
+    return model.eval(), xt, yt
+
+
+def test_default_ig_is_complete_per_sample_and_matches_a_256_step_reference(tmp_path, trained_demo) -> None:
+    model, x, y = trained_demo
+    summary = autopsy(model, (x, y), tmp_path, ["integrated_gradients"])
+    rec = summary["diagnostics"]["integrated_gradients"]
+    assert rec["status"] == "ok" and rec["flags"] == [], (rec["reason"], rec["flags"])
+    m = rec["metrics"]
+    assert m["method"] == "nested" and m["n_steps"] == "auto" and m["not_converged"] == 0
+    assert m["precision"] in ("fp32", "bf16") and m["precision_decision"]["requested"] == "auto"
+    deltas = load_array(tmp_path, "integrated_gradients", "convergence_delta")
+    gaps = load_array(tmp_path, "integrated_gradients", "gap")
+    assert (np.abs(deltas) <= 0.01 * np.abs(gaps)).all()
+    steps = load_array(tmp_path, "integrated_gradients", "steps")
+    assert m["evaluations"] == int(steps.sum()) < 12 * 50 // 2  # fewer than half of Captum's default 50 steps
+    attr = load_array(tmp_path, "integrated_gradients", "attributions")
+    ref = CaptumIG(lambda inp: model(inp)[:, 0]).attribute(x, n_steps=256, internal_batch_size=512)
+    ref = ref.detach().numpy()
+    rho = [mean_abs_spearman(attr[i : i + 1], ref[i : i + 1]) for i in range(len(x))]
+    assert min(rho) >= 0.99, rho
+    rel = np.linalg.norm((attr - ref).reshape(12, -1), axis=1) / np.linalg.norm(ref.reshape(12, -1), axis=1)
+    assert rel.max() < 0.02, rel
+
+
+# -- precision --------------------------------------------------------------------------------------------------
+
+
+def _fast_reduced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pretend the hardware runs bf16 twice as fast (the timing is replaced, the computation is real)."""
+    monkeypatch.setattr(precision, "reduced_candidate", lambda device: ("bf16", "mocked bf16 hardware"))
+    calls = iter([1.0, 0.5])
+    monkeypatch.setattr(precision, "_timed", lambda fn, device: (fn(), next(calls)))
+
+
+def _linear_case() -> tuple[ScalarForward, torch.Tensor, torch.Tensor, torch.Tensor]:
+    torch.manual_seed(0)
+    lin = nn.Linear(20, 1)
+    x = torch.randn(4, 20) * 2
+    base = torch.zeros_like(x)
+    fwd = ScalarForward(lin, RegressionTarget())
+    with torch.no_grad():
+        gap = (fwd(x) - fwd(base)).float()
+    return fwd, x, base, gap
+
+
+def test_auto_keeps_bf16_when_fast_and_accurate(monkeypatch) -> None:
+    _fast_reduced(monkeypatch)
+    fwd, x, base, gap = _linear_case()
+    dec = precision.decide_precision("auto", fwd, x, base, None, gap, chunk=8)
+    assert dec.used == "bf16" and dec.dtype == torch.bfloat16 and dec.speedup == pytest.approx(2.0)
+    # bf16 rounds the weights (8 bits of mantissa); on a linear model the fp32 control variate on the 3-point level
+    # cancels that error exactly (the gradient is the same at every point), so completeness holds in bf16
+    assert 0 <= dec.map_relative_error < 1e-5 and dec.completeness_shift < 1e-4
+
+
+def test_auto_falls_back_to_fp32_when_the_probe_error_is_above_tolerance(monkeypatch) -> None:
+    _fast_reduced(monkeypatch)
+    real = precision.path_sums
+
+    def faulty(forward, x, base, index, alphas, weights, policy, dtype=None):  # noqa: ANN001, ANN202
+        out = real(forward, x, base, index, alphas, weights, policy, dtype)
+        if dtype == torch.bfloat16:  # injected fault: the reduced-precision level 10% off
+            out = out.clone()
+            out[0] *= 1.1
+        return out
+
+    monkeypatch.setattr(precision, "path_sums", faulty)
+    fwd, x, base, gap = _linear_case()
+    dec = precision.decide_precision("auto", fwd, x, base, None, gap, chunk=8)
+    assert dec.used == "fp32" and dec.dtype is None
+    assert dec.map_relative_error == pytest.approx(0.1, rel=0.05)
+    assert "moved the maps by 0.1" in dec.reason and "tolerance 0.02" in dec.reason
+
+
+def test_auto_keeps_fp32_when_reduced_precision_is_not_faster(monkeypatch) -> None:
+    monkeypatch.setattr(precision, "reduced_candidate", lambda device: ("bf16", "mocked bf16 hardware"))
+    calls = iter([1.0, 1.0])
+    monkeypatch.setattr(precision, "_timed", lambda fn, device: (fn(), next(calls)))
+    fwd, x, base, gap = _linear_case()
+    dec = precision.decide_precision("auto", fwd, x, base, None, gap, chunk=8)
+    assert dec.used == "fp32" and "only 1.00x" in dec.reason
+
+
+def test_precision_decision_in_summary_and_deprecated_autocast(tmp_path) -> None:
+    model = _tanh_mlp()
+    x = torch.randn(6, 8)
+    summary = autopsy(model, (x,), tmp_path / "a", ["integrated_gradients"])
+    dec = summary["diagnostics"]["integrated_gradients"]["metrics"]["precision_decision"]
+    cand, why = precision.reduced_candidate(CPU)
+    assert dec["requested"] == "auto" and (cand is not None or (dec["used"] == "fp32" and dec["reason"] == why))
+    with pytest.warns(FutureWarning, match="autocast: bf16` is deprecated: use `precision: bf16`"):
+        summary = autopsy(model, (x,), tmp_path / "b", [{"integrated_gradients": {"autocast": "bf16", "n_steps": 8}}])
+    rec = summary["diagnostics"]["integrated_gradients"]
+    assert rec["metrics"]["precision"] == "bf16" and rec["metrics"]["precision_decision"]["requested"] == "bf16"
+    assert rec["metrics"]["precision_decision"]["map_relative_error"] is not None
+    assert "autocast: bf16 is deprecated; ran as precision: bf16" in rec["flags"]
+
+
+# -- sanity checks within a budget ------------------------------------------------------------------------------
+
+
+def _vit(depth: int = 4) -> nn.Module:
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    return VisionTransformer(img_size=16, patch_size=4, embed_dim=24, depth=depth, num_heads=2, num_classes=1).eval()
+
+
+def test_groups_follow_the_blocks_and_stages_are_bounded() -> None:
+    vit = _vit(4)
+    groups = layer_groups(vit)
+    assert groups == ["", "patch_embed", "blocks.0", "blocks.1", "blocks.2", "blocks.3", "norm", "head"]
+    stages = randomization_stages(vit, "groups", 3, None)
+    assert len(stages) == 3
+    assert [n for n, _ in stages[0]] == ["head", "norm", "blocks.3"]
+    assert stages[-1][-1] == ("", False)  # the last stage reaches the class token / position embedding
+    assert sum(len(s) for s in stages) == len(groups)
+    # a wrapper with one child is looked through; a Sequential of different layers is one group per layer
+    demo = EEGRegressor(n_chans=4)
+    assert layer_groups(demo) == ["net.0", "net.1", "net.2", "net.3", "net.5", "net.9"]
+    per_layer = randomization_stages(vit, "layers", 3, None)
+    n_layers = sum(1 for m in vit.modules() if not list(m.children()) and list(m.parameters(recurse=False)))
+    assert len(per_layer) == n_layers and per_layer[0] == [("head", False)]
+    assert len(randomization_stages(vit, "layers", 3, 5)) == 5
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("groups", 3), ("layers", 4)])
+def test_sanity_checks_run_the_bounded_cascade(tmp_path, mode: str, expected: int) -> None:
+    vit = _vit(4)
+    x = torch.randn(6, 3, 16, 16)
+    summary = autopsy(vit, (x,), tmp_path, ["integrated_gradients", {"sanity_checks": {
+        "samples": 4, "mode": mode, "max_stages": 3, "layers": 4}}])
+    rec = summary["diagnostics"]["sanity_checks"]
+    assert rec["status"] == "ok", rec["reason"]
+    m = rec["metrics"]
+    assert m["mode"] == mode and len(m["stages"]) == expected
+    ig = m["methods"]["integrated_gradients"]
+    assert len(ig["spearman"]) == expected and ig["originals"] == "read from its arrays"
+    if mode == "groups":  # every parameter re-drawn at the end: the maps no longer follow the trained model
+        assert m["stages"][-1][-1] == "(model parameters)"
+        assert ig["model_randomization"] == "pass", ig
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (scripts/gpu_check.sh)")
+@pytest.mark.parametrize("mode", ["auto", "bf16", "fp16"])
+def test_cuda_precision_keeps_completeness_per_sample(tmp_path, trained_demo, mode: str) -> None:
+    model, x, y = trained_demo
+    summary = autopsy(model, (x, y), tmp_path, [{"integrated_gradients": {"precision": mode}}], device="cuda")
+    rec = summary["diagnostics"]["integrated_gradients"]
+    assert rec["status"] == "ok", rec["reason"]
+    dec = rec["metrics"]["precision_decision"]
+    assert dec["requested"] == mode and dec["speedup"] is not None and dec["map_relative_error"] is not None
+    deltas = load_array(tmp_path, "integrated_gradients", "convergence_delta")
+    gaps = load_array(tmp_path, "integrated_gradients", "gap")
+    assert (np.abs(deltas) <= 0.01 * np.abs(gaps)).all() or rec["metrics"]["not_converged"] > 0
+    attr = load_array(tmp_path, "integrated_gradients", "attributions")
+    ref = CaptumIG(lambda inp: model(inp)[:, 0]).attribute(x, n_steps=256, internal_batch_size=512).detach().numpy()
+    rho = [mean_abs_spearman(attr[i : i + 1], ref[i : i + 1]) for i in range(len(x))]
+    assert min(rho) >= 0.98, rho
