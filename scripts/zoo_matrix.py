@@ -144,6 +144,9 @@ def main() -> None:
                         "comma-separated strings (e.g. torchvision,timm)")
     args = parser.parse_args()
     use_torchaudio_standin()
+    from cerebro.diagnostics.attribution import AttributionDiagnostic
+
+    AttributionDiagnostic.sample_figures = 1  # as in tests/zoo/conftest.py: the matrix checks arrays, not pictures
     tmp = Path(tempfile.mkdtemp(prefix="cerebro-zoo-"))
     rows: dict[str, dict[str, Any]] = {}
     eeg_rows: dict[str, dict[str, Any]] = {}

@@ -16,6 +16,7 @@ import pytest
 import torch
 from torch import nn
 
+from cerebro.diagnostics.attribution import AttributionDiagnostic
 from tests.autopsy_helpers import autopsy
 from tests.zoo.models import (ZooCase, check_record, hook_count, matrix_row, record_row, use_torchaudio_standin,
                               weights_hash)
@@ -61,6 +62,16 @@ def run_case(case: ZooCase, out: Path, model: nn.Module | None = None, diagnosti
     if diagnostics is None and not overrides:  # the matrix case itself: a row of docs/compatibility.md
         record_row(case, matrix_row(case, summary, out, N, changed, time.perf_counter() - t0))
     return CaseRun(case, model, tensors, summary, out, changed)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_sample_figure() -> Any:
+    """Draw one per-sample figure per diagnostic instead of four: on EEG windows each figure costs about a CPU
+    second (three quarters of a braindecode case), and the matrix checks the arrays, not the pictures."""
+    old = AttributionDiagnostic.sample_figures
+    AttributionDiagnostic.sample_figures = 1
+    yield
+    AttributionDiagnostic.sample_figures = old
 
 
 @pytest.fixture(scope="module")

@@ -110,7 +110,10 @@ def tv_resnet18_embedding() -> nn.Module:
 def timm_resnet() -> nn.Module:
     import timm
 
-    return timm.create_model("resnet10t", pretrained=False, num_classes=4)
+    # zero_init_last=False: timm zero-initialises the last BatchNorm of every residual branch, so at init the branch
+    # (and Grad-CAM on its convs, which layer auto picks) is exactly zero - flagged "all values are zero"; a trained
+    # model has non-zero scales there, which is the case the matrix is about.
+    return timm.create_model("resnet10t", pretrained=False, num_classes=4, zero_init_last=False)
 
 
 def timm_vit() -> nn.Module:
