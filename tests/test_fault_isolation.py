@@ -197,7 +197,8 @@ def test_every_diagnostic_leaves_module_hooks_and_rng_untouched(tmp_path: Path, 
     np.random.seed(123)
     random.seed(123)
     states = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
-    diagnostics = [{name: opts}] if name != "sanity_checks" else ["saliency", {name: opts}]
+    # sanity_checks and faithfulness read the maps of the run's attribution diagnostics
+    diagnostics = [{name: opts}] if name not in ("sanity_checks", "faithfulness") else ["saliency", {name: opts}]
     summary = run_autopsy(model, loader, output_dir=tmp_path, diagnostics=diagnostics, target=target, max_samples=6)
     assert summary["diagnostics"][name]["status"] == "ok", summary["diagnostics"][name]["reason"]
     assert_untouched(model, before, hooks)
