@@ -322,6 +322,14 @@ def _failures(s: dict[str, Any]) -> list[dict[str, Any]]:
                 + (f" vs {fmt(overall)} on average" if overall is not None else "") + "); see the gallery.")
         out.append(_f("worst_samples", "info", text, "failure_modes", "gallery",
                       indices=[w.get("index") for w in top], errors=[w.get(err_key) for w in top]))
+    gallery = [g for g in summary_gallery(m, s) if isinstance(g, dict)]
+    split = [g for g in gallery if any(a.get("disagree") for a in g.get("agreement") or [])]
+    if split:
+        pairs = sorted({" and ".join(a["methods"]) for g in split for a in g["agreement"] if a.get("disagree")})
+        out.append(_f("gallery_disagreement", "warning", f"Methods disagree on {len(split)} of the {len(gallery)} "
+                      f"worst samples ({', '.join(str(g.get('index')) for g in split)}: {'; '.join(pairs)}, rank "
+                      f"correlation below {DISAGREE}): compare their maps in the gallery before trusting either.",
+                      "failure_modes", "gallery", indices=[g.get("index") for g in split], pairs=pairs))
     groups = m.get("by_group") if isinstance(m.get("by_group"), dict) else {}
     for field, g in groups.items():
         rows = [(k, v) for k, v in g.items() if isinstance(v, dict) and _num(v.get("mean_error")) is not None]
@@ -348,6 +356,12 @@ def _failures(s: dict[str, Any]) -> list[dict[str, Any]]:
             out.append(_f("failing_group", "warning", f"Class {k} fails most: error rate {_pct(r)} vs {_pct(mean)} "
                           "averaged over classes.", "failure_modes", anchor, field="class", group=k, error_rate=r))
     return out
+
+
+def summary_gallery(metrics: dict[str, Any], s: dict[str, Any]) -> list[Any]:
+    """The worst-case gallery records (written before the findings), when failure_modes produced its metrics."""
+    g = s.get("gallery") if metrics else None
+    return g if isinstance(g, list) else []
 
 
 def _health(s: dict[str, Any]) -> list[dict[str, Any]]:

@@ -160,9 +160,9 @@ def metric_tables(metrics: dict[str, Any], channel_names: Optional[Sequence[str]
             scalars.append((key, v))
         elif isinstance(v, (list, tuple)) and all(_is_scalar(x) for x in v):
             numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
-            if numeric and len(v) > 8:
+            if numeric and len(v) > 8 and not key.startswith("top_"):
                 blocks.append(_numbers(key, v, channel_names))
-            elif key in ("top_channels",) and channel_names:
+            elif key == "top_channels" and channel_names:
                 scalars.append((key, [channel_names[i] if isinstance(i, int) and i < len(channel_names) else i
                                       for i in v]))
             else:
