@@ -365,3 +365,15 @@ def test_undecidable_token_layout_is_an_error_naming_the_layout_option(tmp_path)
     ok = autopsy(MixedWidths().eval(), (ids, torch.randn(3, 1)), tmp_path / "ok",
                  [{"layer_gradcam": {"layer": "mix", "layout": "channels_first"}}])
     assert ok["diagnostics"]["layer_gradcam"]["metrics"]["layout"] == "channels_first"
+
+
+def test_torchvision_vit_blocks_are_found_around_their_multihead_attention() -> None:
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model = torchvision.models.VisionTransformer(image_size=32, patch_size=4, num_layers=2, num_heads=2,
+                                                 hidden_dim=32, mlp_dim=64, num_classes=3).eval()
+    assert adapters.token_blocks(model) == ["encoder.layers.encoder_layer_0", "encoder.layers.encoder_layer_1"]
+    assert adapters.prefix_tokens(model) == 1 and adapters.hidden_sizes(model) == {32}
+    from cerebro.diagnostics.layer_gradcam import LayerGradCam
+
+    assert LayerGradCam().select_layer(model)[0] == "encoder.layers.encoder_layer_0"  # never the patch conv

@@ -26,7 +26,11 @@ class TorchTransformer(ModelAdapter):
         return bool(self.token_blocks(model) or self.attention_modules(model))
 
     def token_blocks(self, model: nn.Module) -> list[str]:
-        return [n for n, m in model.named_modules() if isinstance(m, _BLOCKS)]
+        """``nn.TransformerEncoderLayer``/``DecoderLayer``, and blocks written around an ``nn.MultiheadAttention``
+        child (torchvision's ViT ``encoder.layers.encoder_layer_N``)."""
+        parents = {n.rpartition(".")[0] for n, m in model.named_modules()
+                   if isinstance(m, nn.MultiheadAttention) and "." in n}
+        return [n for n, m in model.named_modules() if isinstance(m, _BLOCKS) or n in parents]
 
     def hidden_sizes(self, model: nn.Module) -> set[int]:
         return {int(m.embed_dim) for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
