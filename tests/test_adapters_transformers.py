@@ -243,8 +243,12 @@ def test_auto_layer_is_the_first_block_input_and_localises_the_planted_patch(tmp
     auto_share = _share(load_array(tmp_path / "auto", "layer_gradcam", "attributions"))
     late_share = _share(load_array(tmp_path / "late", "layer_gradcam", "attributions"))
     assert late["diagnostics"]["layer_gradcam"]["status"] == "ok"
-    # measured: the first block's input localises, after one attention block every token carries the amplitude
-    assert auto_share > 2 * AREA and auto_share > 1.5 * late_share, (auto_share, late_share)
+    # measured at 32x32 (8x8 grid): the first block's input localises (HF 0.034, timm 0.052 vs area 0.016) and the
+    # first block's output does not (0.009, 0.006). At this 4x4 grid timm's block-0 output localised too (0.19 vs
+    # 0.13 at the input), so only the input's localisation is asserted here; HF must keep the measured order.
+    assert auto_share > 2 * AREA, (auto_share, late_share)
+    if kind == "hf":
+        assert auto_share > 1.5 * late_share, (auto_share, late_share)
 
 
 # -- configs/autopsy/transformer.yaml inside a real Trainer -------------------------------------------------------
