@@ -51,7 +51,7 @@ def test_overrides_drop_a_diagnostic_and_change_an_option() -> None:
     names = [d.name for d in cb.config.diagnostics]
     assert "gradients" not in names and "activations" not in names
     assert names == ["predictions", "failure_modes", "integrated_gradients", "layer_gradcam",
-                     "spectral_integrated_gradients", "faithfulness"]
+                     "spectral_integrated_gradients", "sanity_checks", "faithfulness"]
     assert next(d for d in cb.config.diagnostics if d.name == "integrated_gradients").options.n_steps == 7
 
 
