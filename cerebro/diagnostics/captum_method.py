@@ -64,7 +64,6 @@ class CaptumMethod(AttributionDiagnostic):
                                      "replaced by tokens.baseline (pad | mask | <token id>): set that instead")
         return ctx.tokens.baseline_id(self.name)
 
-
     def kwargs(self, ctx: AutopsyContext, state: dict[str, Any], x: Tensor, sl: slice) -> dict[str, Any]:
         """Extra arguments of ``attribute`` for the chunk ``x`` (samples ``sl``); ``state`` is :meth:`start`'s."""
         return {}

@@ -115,7 +115,6 @@ class AutopsyContext:
         ``(B, T)`` (plus ``attributions_per_dimension`` when asked)."""
         return {"attributions": attr} if self.tokens is None else self.tokens.per_token(attr)
 
-
     def check_deadline(self) -> None:
         """Raise :class:`DiagnosticTimeout` once the running diagnostic's time budget is spent. Long diagnostics
         call it between blocks of work, so a timeout stops them cleanly between two chunks."""
