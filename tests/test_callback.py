@@ -134,7 +134,10 @@ def test_fit_autopsy_studies_best_checkpoint(eeg_dm: SyntheticEEGDataModule, mak
             assert (out / art).is_file(), art
     pngs = sorted((out / "figures").glob("*.png"))
     assert len(pngs) >= 6 and all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
-    assert "cerebro autopsy: <span class='ok'>ok</span>" in (out / "report.html").read_text()
+    # The header shows the run's status; "ok, with warnings" exactly when a finding is a warning or a problem.
+    warned = any(f["severity"] != "info" for f in summary["findings"])
+    word, css = ("ok, with warnings", "status-warn") if warned else ("ok", "status-ok")
+    assert f"cerebro autopsy: <span class='{css}'>{word}</span>" in (out / "report.html").read_text()
 
     # The autopsy used the BEST checkpoint's weights, not the last ones.
     x_val = eeg_dm.splits["val"].tensors[0][:N]

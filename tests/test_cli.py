@@ -86,7 +86,8 @@ def test_console_script_end_to_end(trained: tuple[Path, Path], tmp_path: Path) -
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert "gradients" not in summary["diagnostics"]
     assert list(summary["diagnostics"]) == ["predictions", "activations", "failure_modes", "integrated_gradients",
-                                            "layer_gradcam"]
+                                            "layer_gradcam", "spectral_integrated_gradients", "faithfulness"]
+    assert {r["status"] for r in summary["diagnostics"].values()} == {"ok"}
     bad = subprocess.run([str(exe), f"checkpoint={tmp_path / 'missing.ckpt'}", "model=cerebro.demo.EEGRegressor",
                           f"data={DATA}"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=900)
     assert bad.returncode == 2
