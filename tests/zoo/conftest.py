@@ -46,6 +46,14 @@ class CaseRun:
         return check_record(name, self.rec(name), self.out, N, self.case.map_shapes.get(name))
 
 
+def assert_case_ok(run: CaseRun) -> None:
+    """Every diagnostic ok, maps of the documented shape, finite and varying (or flagged), model untouched."""
+    assert run.changed == [], f"the autopsy changed the user's model: {run.changed}"
+    for name, rec in run.summary["diagnostics"].items():
+        assert rec["status"] == "ok", (name, rec["reason"])
+        assert run.problems(name) == []
+
+
 def run_case(case: ZooCase, out: Path, model: nn.Module | None = None, diagnostics: Any = None,
              **overrides: Any) -> CaseRun:
     """Build (unless given) and run ``case``; records what of the model changed (weights hash, hooks,

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from cerebro import ModelAutopsy
 from tests.autopsy_helpers import load_array, load_summary
-from tests.zoo.conftest import N, CaseRun, run_case
+from tests.zoo.conftest import N, CaseRun, assert_case_ok, run_case
 from tests.zoo.models import IMG64, N_STEPS, ZooCase, image_cases, images, seeded_build, tv_resnet18, tv_resnet18_embedding
 
 pytest.importorskip("torchvision")
@@ -29,14 +29,6 @@ def per_sample_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a, b = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
     a, b = a - a.mean(1, keepdims=True), b - b.mean(1, keepdims=True)
     return (a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1))
-
-
-def assert_case_ok(run: CaseRun) -> None:
-    """Every diagnostic ok, maps of the documented shape, finite and varying (or flagged), model untouched."""
-    assert run.changed == [], f"the autopsy changed the user's model: {run.changed}"
-    for name, rec in run.summary["diagnostics"].items():
-        assert rec["status"] == "ok", (name, rec["reason"])
-        assert run.problems(name) == []
 
 
 @pytest.fixture(scope="module")

@@ -13,18 +13,11 @@ import torch
 from torch.nn import functional as F
 
 from tests.autopsy_helpers import load_array
-from tests.zoo.conftest import N, CaseRun, run_case
+from tests.zoo.conftest import N, CaseRun, assert_case_ok, run_case
 from tests.zoo.models import image_cases
 
 pytest.importorskip("transformers")
 CASES = {c.name: c for c in image_cases()}
-
-
-def assert_case_ok(run: CaseRun) -> None:
-    assert run.changed == [], f"the autopsy changed the user's model: {run.changed}"
-    for name, rec in run.summary["diagnostics"].items():
-        assert rec["status"] == "ok", (name, rec["reason"])
-        assert run.problems(name) == []
 
 
 @pytest.fixture(scope="module")
