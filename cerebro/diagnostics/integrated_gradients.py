@@ -24,7 +24,7 @@ from cerebro.engine.budget import points_per_pass
 from cerebro.engine.chunking import ChunkPolicy
 from cerebro.engine.completeness import completeness_metrics
 from cerebro.engine.context import AutopsyContext
-from cerebro.engine.integrated import MAP_TOLERANCE, NESTED, START_STEPS, integrated_gradients
+from cerebro.engine.integrated import MAP_TOLERANCE, NESTED, START_STEPS, check_steps, integrated_gradients
 from cerebro.engine.precision import PRECISIONS, PrecisionDecision, decide_precision
 from cerebro.errors import CerebroConfigError, choice_error
 from cerebro.registry import register_diagnostic
@@ -70,14 +70,7 @@ class IntegratedGradients(AttributionDiagnostic):
 
     def validate(self) -> None:
         o = self.options
-        n = o.n_steps
-        if n != "auto" and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-            raise CerebroConfigError(f"`integrated_gradients.n_steps` must be a positive int or 'auto', got {n!r}")
-        if o.method.startswith("riemann") and n != "auto" and n < 2:
-            raise CerebroConfigError(
-                f"`integrated_gradients.n_steps` must be >= 2 with method {o.method!r} (Captum's Riemann "
-                f"rules need two points), got {n}"
-            )
+        check_steps("integrated_gradients", o.n_steps, o.method)
         if o.autocast not in (None, *AUTOCAST):
             raise choice_error("integrated_gradients.autocast", o.autocast, [None, *AUTOCAST])
         if o.autocast is not None:

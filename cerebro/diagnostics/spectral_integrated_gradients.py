@@ -142,11 +142,7 @@ class SpectralIntegratedGradients(AttributionDiagnostic):
 
     def validate(self) -> None:
         o = self.options
-        n = o.n_steps
-        if n != "auto" and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-            raise CerebroConfigError(f"`{_NAME}.n_steps` must be a positive int or 'auto', got {n!r}")
-        if o.method.startswith("riemann") and n != "auto" and n < 2:
-            raise CerebroConfigError(f"`{_NAME}.n_steps` must be >= 2 with method {o.method!r}, got {n}")
+        integrated.check_steps(_NAME, o.n_steps, o.method)
         for name, edges in (o.bands or {}).items():
             if not _band_ok(edges):
                 raise CerebroConfigError(f"`{_NAME}.bands.{name}` must be [low, high] Hz with 0 <= low < high "

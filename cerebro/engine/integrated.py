@@ -34,8 +34,9 @@ from captum.attr._utils.approximation_methods import approximation_parameters
 from torch import Tensor
 
 from cerebro.engine.chunking import ChunkPolicy
+from cerebro.errors import CerebroConfigError
 
-__all__ = ["IGResult", "integrated_gradients", "path_sums", "reduced_correction", "nested_rule", "nested_levels", "START_STEPS", "NESTED",
+__all__ = ["IGResult", "check_steps", "integrated_gradients", "path_sums", "reduced_correction", "nested_rule", "nested_levels", "START_STEPS", "NESTED",
            "NESTED_START_LEVEL", "MAP_TOLERANCE"]
 
 #: First level of adaptive IG with Captum's rules (``n_steps=None``); each level doubles it.
@@ -62,6 +63,16 @@ class IGResult:
     steps: Tensor
     evaluations: int
     map_change: Tensor | None = None
+
+
+def check_steps(diagnostic: str, n_steps: int | str, method: str) -> None:
+    """Raise :class:`CerebroConfigError` unless ``n_steps`` is ``"auto"`` or a positive int that ``method`` can use
+    (Captum's Riemann rules need two points); the message names ``<diagnostic>.n_steps``."""
+    if n_steps != "auto" and (isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1):
+        raise CerebroConfigError(f"`{diagnostic}.n_steps` must be a positive int or 'auto', got {n_steps!r}")
+    if method.startswith("riemann") and n_steps != "auto" and n_steps < 2:
+        raise CerebroConfigError(f"`{diagnostic}.n_steps` must be >= 2 with method {method!r} (Captum's Riemann "
+                                 f"rules need two points), got {n_steps}")
 
 
 def _phi(t: Tensor) -> Tensor:
