@@ -54,6 +54,8 @@ options:
   autopsy.KEY=VALUE        any option of the set, e.g. autopsy.max_samples=512 autopsy.split=test
                            autopsy.target=classification autopsy.diagnostics.integrated_gradients.n_steps=16
   ~autopsy.diagnostics.X   drop diagnostic X (or autopsy.diagnostics.X=false)
+  ~autopsy/diagnostics '+autopsy.diagnostics=[predictions,saliency]'
+                           replace the set's diagnostics by a list (run exactly these, in this order)
   --cfg                    print the composed configuration and exit
   -h, --help               show this message and exit
 
@@ -165,6 +167,9 @@ def _compose(overrides: list[str]) -> DictConfig:
         if cause is not None and str(cause).strip():  # e.g. "Key 'foo' is not in struct" under "Could not override"
             lines.append(str(cause).strip().splitlines()[0])
         text = " ".join(dict.fromkeys(ln for ln in lines if not ln.startswith("See https://")))
+        if "Cannot merge DictConfig with ListConfig" in text and "diagnostics" in " ".join(overrides):
+            text = ("a list cannot be merged onto the set's diagnostics mapping: drop the set's diagnostics first, "
+                    "~autopsy/diagnostics '+autopsy.diagnostics=[predictions,saliency]'")
         raise CerebroConfigError(f"{text[:600]} (see cerebro-autopsy --help)") from None
 
 

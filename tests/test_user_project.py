@@ -90,6 +90,16 @@ diagnostics:
     layer: block_5.0          # dotted name from model.named_modules(), or auto
 '''
 
+# The README's list form on top of one of cerebro's sets, verbatim.
+ONLY_IG = '''
+defaults:
+  - eeg_regression            # or default, attribution_family, transformer
+  - override diagnostics: null
+  - _self_
+max_samples: 64
+diagnostics: [predictions, {integrated_gradients: {n_steps: 32}}]
+'''
+
 # The user's script: compose their conf/ with Hydra, fit with the callback, report what happened as JSON.
 DRIVER = '''
 import json, os, sys
@@ -113,6 +123,10 @@ with initialize_config_dir(config_dir=str(Path("conf").resolve()), version_base=
                         "max_samples": cfg.autopsy.max_samples, "checkpoint": cfg.autopsy.checkpoint}
     result["sets"] = {name: list(compose("config", overrides=[f"autopsy={name}"]).autopsy.diagnostics)
                       for name in ("default", "eeg_regression", "attribution_family", "transformer")}
+    only_ig = compose("config", overrides=["autopsy=only_ig"]).autopsy
+    result["only_ig"] = {"diagnostics": OmegaConf.to_container(only_ig.diagnostics), "max_samples": only_ig.max_samples,
+                         "sfreq": only_ig.eeg.sfreq,
+                         "names": [d.name for d in instantiate(only_ig, output_dir="unused").config.diagnostics]}
     result["search_path"] = [(e.provider, e.path) for e in
                              GlobalHydra.instance().config_loader().get_sources()]
     autopsy = instantiate(cfg.autopsy, output_dir="autopsy_out")
@@ -135,6 +149,7 @@ def _user_project(root: Path) -> Path:
     (project / "run.py").write_text(DRIVER)
     (project / "conf" / "config.yaml").write_text("defaults:\n  - autopsy: my_run\n  - _self_\n")
     (project / "conf" / "autopsy" / "my_run.yaml").write_text(MY_RUN)
+    (project / "conf" / "autopsy" / "only_ig.yaml").write_text(ONLY_IG)
     return project
 
 
@@ -161,7 +176,7 @@ def _result(done: subprocess.CompletedProcess) -> dict:
 
 def _check_composition(result: dict) -> None:
     diags = result["my_run"]["diagnostics"]
-    default = yaml.safe_load((REPO / "configs" / "autopsy" / "default.yaml").read_text())["diagnostics"]
+    default = yaml.safe_load((REPO / "configs" / "autopsy" / "diagnostics" / "default.yaml").read_text())
     # the README's my_run.yaml on top of cerebro's default: gradients off, the rest kept, options merged
     assert list(diags) == list(default)
     assert diags["gradients"] is False
@@ -172,6 +187,10 @@ def _check_composition(result: dict) -> None:
     assert "sanity_checks" in result["sets"]["attribution_family"]
     assert "attention_rollout" in result["sets"]["transformer"]
     assert result["sets"]["default"][:2] == ["predictions", "gradients"]
+    # the list form replaces the set's diagnostics and keeps the rest of eeg_regression (its sfreq)
+    assert result["only_ig"]["diagnostics"] == ["predictions", {"integrated_gradients": {"n_steps": 32}}]
+    assert result["only_ig"]["max_samples"] == 64 and result["only_ig"]["sfreq"] == 100
+    assert result["only_ig"]["names"] == ["predictions", "integrated_gradients"]
     providers = [p for p, _ in result["search_path"]]
     assert "cerebro" in providers and providers.index("main") < providers.index("cerebro")  # the user's files win
 
