@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from cerebro.engine.distributed import Comm
 from cerebro.errors import AutopsyFailure, CerebroConfigError, choice_error
 from cerebro.model_source import CHECKPOINT_CHOICES, resolve_checkpoint
+from cerebro.preflight import check_target_on_batch, first_batch
 from cerebro.report.progress import progress_for
 from cerebro.runner import build_config, check_positive_int, execute, resolve_device
 from cerebro.targets import TargetAdapter
@@ -39,6 +40,20 @@ def _first(loader: Any) -> Any:
     if isinstance(loader, Mapping):
         return next(iter(loader.values()), None)
     return loader
+
+
+def _loop_source(trainer: pl.Trainer, split: str) -> Any:
+    """Before training, the loader given to ``trainer.fit(model, train_loader, val_loader)`` for ``split`` (Lightning
+    keeps it in its loops' data source, a private attribute: read guarded, ``None`` when it is not there)."""
+    loop = {"val": lambda: trainer.fit_loop.epoch_loop.val_loop, "test": lambda: trainer.test_loop,
+            "train": lambda: trainer.fit_loop}[split]
+    try:
+        instance = loop()._data_source.instance
+    except AttributeError:  # another Lightning version: the autopsy checks the target after training
+        return None
+    if instance is None or isinstance(instance, (pl.LightningModule, pl.LightningDataModule)):
+        return None  # modules and datamodules: their hooks were asked already (ModelAutopsy._loader)
+    return _first(instance)
 
 
 def _undistributed(loader: Any) -> Any:
@@ -179,6 +194,7 @@ class ModelAutopsy(Callback):
         self.runs: list[dict[str, Any]] = []
         self.last_summary: dict[str, Any] | None = None
         self._train_device: torch.device | None = None
+        self._target_checked = False
 
     @property
     def state_key(self) -> str:
@@ -196,6 +212,9 @@ class ModelAutopsy(Callback):
                 diag.check_model(pl_module)
             except CerebroConfigError as err:
                 raise CerebroConfigError(_naming_the_option(diag, str(err))) from None
+        if not self._target_checked:
+            self._target_checked = True
+            self._check_target(trainer, pl_module)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._train_device = pl_module.device
@@ -234,6 +253,28 @@ class ModelAutopsy(Callback):
         self.runs = [dict(r) for r in state_dict.get("runs", [])]
 
     # -- internals ------------------------------------------------------------------------------------------------
+    def _check_target(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """The target (and input_key/target_key/output_key) on one real batch of the split, before training
+        (:mod:`cerebro.preflight`). A loader or forward pass that does not work yet (e.g. layers built in
+        ``configure_model``) is left for the autopsy to report; only a target that does not fit raises here."""
+        try:
+            loader, _ = self._loader(trainer, pl_module)
+            loader = loader if loader is not None else _loop_source(trainer, self.split)
+            batch = None if loader is None else first_batch(loader)
+        except Exception as err:  # noqa: BLE001 - the split may not exist before training; the autopsy says so
+            log.debug("cerebro: no %s batch before training (%s); the target is checked by the autopsy", self.split, err)
+            return
+        if batch is None:
+            return
+        try:
+            check_target_on_batch(pl_module, batch, self.config.batch, self.config.target, self.config.output_key)
+        except CerebroConfigError as err:
+            msg = str(err)
+            raise CerebroConfigError(msg if msg.startswith("`") else
+                                     f"`target` ({self.config.target.kind}) on the first {self.split} batch: {msg}") from None
+        except Exception as err:  # noqa: BLE001 - e.g. a model that only runs on its training device
+            log.debug("cerebro: target not checked before training: %s", err)
+
     def _loader(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> tuple[Any, str]:
         if self.dataloader is not None:
             return self.dataloader, "dataloader"

@@ -50,15 +50,22 @@ def _loader(n: int = 16) -> DataLoader:
     return DataLoader(TensorDataset(torch.randn(n, 4, 32, generator=g), torch.randn(n, 1, generator=g)), batch_size=8)
 
 
-def _fit_must_fail(tmp_path: Path, **kwargs: Any) -> str:
-    """Build the callback and fit with it; returns the config error's message, after checking no step ran."""
-    module = Counted()
+def _trainer(tmp_path: Path, *callbacks: Any) -> pl.Trainer:
+    return pl.Trainer(default_root_dir=tmp_path, max_epochs=1, accelerator="cpu", logger=False,
+                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                      callbacks=list(callbacks), enable_checkpointing=False)
+
+
+def _fit_must_fail(tmp_path: Path, module: Counted | None = None, datamodule: Any = None, **kwargs: Any) -> str:
+    """Build the callback and fit with it (loaders given to ``fit``, or a datamodule); returns the config error's
+    message, after checking no step ran."""
+    module = module or Counted()
     with pytest.raises(CerebroConfigError) as info:
-        autopsy = ModelAutopsy(output_dir=tmp_path / "autopsy", max_samples=8, **kwargs)
-        trainer = pl.Trainer(default_root_dir=tmp_path, max_epochs=1, accelerator="cpu", logger=False,
-                             enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                             callbacks=[autopsy])
-        trainer.fit(module, _loader(), _loader())
+        trainer = _trainer(tmp_path, ModelAutopsy(output_dir=tmp_path / "autopsy", max_samples=8, **kwargs))
+        if datamodule is None:
+            trainer.fit(module, _loader(), _loader())
+        else:
+            trainer.fit(module, datamodule=datamodule)
     assert module.steps == 0, "a training step ran before the typo was reported"
     assert not (tmp_path / "autopsy" / "summary.json").exists()
     return str(info.value)
@@ -144,3 +151,74 @@ def _with_tmp(value: Any, tmp: str) -> Any:
     if isinstance(value, dict):
         return {k: _with_tmp(v, tmp) for k, v in value.items()}
     return value
+
+
+class DictData(pl.LightningDataModule):
+    """Batches as dicts {"eeg": (B, 4, 32), "rt": (B, 1)}; the module reads the same keys."""
+
+    def _loader(self) -> DataLoader:
+        g = torch.Generator().manual_seed(1)
+        x, y = torch.randn(16, 4, 32, generator=g), torch.randn(16, 1, generator=g)
+        return DataLoader([{"eeg": a, "rt": b} for a, b in zip(x, y)], batch_size=8, shuffle=True)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader()
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader()
+
+
+class DictCounted(Counted):
+    def training_step(self, batch: Any, _i: int) -> torch.Tensor:
+        self.steps += 1
+        return nn.functional.mse_loss(self(batch["eeg"]), batch["rt"])
+
+    def validation_step(self, batch: Any, _i: int) -> None:
+        self.log("val_loss", nn.functional.mse_loss(self(batch["eeg"]), batch["rt"]))
+
+
+# A target that does not fit the model's output, found on one real batch in setup (cerebro.preflight).
+TARGET_MISFITS = [
+    ("3-outputs-default-regression", {"outputs": 3}, {},
+     ["`target` (regression) on the first val batch", "if they are class logits, set target: classification",
+      "{kind: regression, index: k} with k in [0, 3)"]),
+    ("regressor-as-classification", {}, {"target": "classification"},
+     ["`target` (classification)", "(B, K) with K >= 2", "(2, 1)"]),
+    ("regression-index-out-of-range", {"outputs": 3}, {"target": {"kind": "regression", "index": 3}},
+     ["target index 3 is out of range", "(2, 3)"]),
+    ("output-key-on-a-tensor", {}, {"output_key": "logits"}, ["logits"]),
+]
+
+
+@pytest.mark.parametrize(("module_kw", "kwargs", "fragments"), [c[1:] for c in TARGET_MISFITS],
+                         ids=[c[0] for c in TARGET_MISFITS])
+def test_a_target_that_does_not_fit_fails_before_the_first_training_step(tmp_path: Path, module_kw: dict,
+                                                                          kwargs: dict, fragments: list[str]) -> None:
+    message = _fit_must_fail(tmp_path, module=Counted(**module_kw), **kwargs)
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+
+
+def test_a_batch_key_typo_fails_before_the_first_training_step(tmp_path: Path) -> None:
+    """Dict batches from a datamodule: an input_key that is not a key of the batch is named with the real keys."""
+    message = _fit_must_fail(tmp_path, module=DictCounted(), datamodule=DictData(), input_key="egg", target_key="rt")
+    assert "input_key 'egg' is not in the batch keys ['eeg', 'rt']" in message, message
+    message = _fit_must_fail(tmp_path, module=DictCounted(outputs=3), datamodule=DictData(), input_key="eeg")
+    assert "set target: classification" in message, message
+
+
+def test_the_target_check_leaves_the_training_as_it_would_have_been(tmp_path: Path) -> None:
+    """The check draws a batch from a shuffling loader and runs the model: with every generator restored, the same
+    seed trains to the same weights with and without the callback, and the module is back in training mode."""
+    weights = []
+    for with_autopsy in (False, True):
+        pl.seed_everything(3)
+        module = DictCounted()
+        callbacks = [ModelAutopsy(output_dir=tmp_path / "a", diagnostics=["predictions"], run_on=["test"],
+                                  input_key="eeg")] if with_autopsy else []
+        _trainer(tmp_path, *callbacks).fit(module, datamodule=DictData())
+        weights.append(torch.cat([p.detach().flatten() for p in module.parameters()]))
+        if with_autopsy:
+            assert callbacks[0]._target_checked
+    assert module.steps == 2
+    assert torch.equal(weights[0], weights[1])
