@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+import os
+
 import lightning.pytorch as pl
 import pytest
+import torch
 
 from cerebro.demo import SyntheticEEGDataModule
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """``CEREBRO_TEST_THREADS=k`` runs the suite with ``torch.set_num_threads(k)``: results must not depend on it
+    (float reductions split differently across threads), so the suite is also run that way."""
+    threads = os.environ.get("CEREBRO_TEST_THREADS")
+    if threads:
+        torch.set_num_threads(int(threads))
+        os.environ["OMP_NUM_THREADS"] = threads  # and the same in the subprocesses some tests start (DDP, CLI)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"cerebro tests: torch {torch.__version__}, {torch.get_num_threads()} intra-op threads"
+
 
 #: Tiny demo geometry. n_times must cover the demo's planted window (samples 80..120), see test_callback.py.
 N_CHANS = 8

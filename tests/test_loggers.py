@@ -257,7 +257,7 @@ def test_wandb_offline_gets_scalars_figures_and_status_table(report, tmp_path: P
 
     # The scalars are in the run's history, with Lightning's step. `finish()` can return before the W&B service
     # has written the run's history to disk: wait for it.
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60
     while not (rows := [r for r in wandb_history(run_dir) if RMSE in r]) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert len(rows) == 1
