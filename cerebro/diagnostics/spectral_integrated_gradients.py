@@ -45,23 +45,23 @@ DEFAULT_BANDS: dict[str, list[Optional[float]]] = {
 #: Captum's rules (equal to ``captum.attr.IntegratedGradients`` at the same n_steps), and the engine's nested rule
 #: when it has one.
 _METHODS = ("gausslegendre", "riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid",
-            *((integrated.NESTED,) if hasattr(integrated, "NESTED") else ()))
+            integrated.NESTED)
 _NAME = "spectral_integrated_gradients"
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
 class SpectralIntegratedGradientsOptions:
-    #: Integration steps per sample, or auto (double until every sample converges), as integrated_gradients.
-    n_steps: Any = 50
+    #: Integration steps per sample, or auto (refine each sample until it converges), as integrated_gradients.
+    n_steps: Any = "auto"
     #: zeros (zero spectrum) | mean (the sample set's mean spectrum) | mean_amplitude (mean amplitude, own phase).
     baseline: str = field(default="zeros", metadata={"choices": ("zeros", "mean", "mean_amplitude")})
-    #: Captum's integration rule.
-    method: str = field(default="gausslegendre", metadata={"choices": _METHODS})
+    #: auto (nested with n_steps auto, else gausslegendre), nested, or one of Captum's rules.
+    method: str = field(default="auto", metadata={"choices": ("auto", *_METHODS)})
     #: Interpolation points per forward+backward pass; null = calibrated within the memory budget.
     internal_batch_size: Optional[int] = field(default=None, metadata={"min": 1})
-    #: Samples whose |delta| exceeds this fraction of |f(x) - f(baseline)| are flagged (and refined with auto).
-    delta_tolerance: float = field(default=0.05, metadata={"min": 0.0})
+    #: Samples whose |delta| exceeds this fraction of |f(x) - f(baseline)| are flagged (auto's target).
+    delta_tolerance: float = field(default=0.01, metadata={"min": 0.0})
     #: Most steps n_steps=auto may use per sample.
     max_steps: int = field(default=512, metadata={"min": 2})
     #: Mixed precision of the model passes on GPU: null | bf16 | fp16 (the inverse FFT stays float32).
@@ -156,6 +156,12 @@ class SpectralIntegratedGradients(AttributionDiagnostic):
             raise CerebroConfigError(f"`{_NAME}.nyquist_edge` must be a fraction below 1, got {o.nyquist_edge}")
 
     @property
+    def rule(self) -> str:
+        """The integration rule that runs (as integrated_gradients: auto = nested when n_steps is auto)."""
+        m = self.options.method
+        return m if m != "auto" else (integrated.NESTED if self.options.n_steps == "auto" else "gausslegendre")
+
+    @property
     def bands(self) -> dict[str, list[Optional[float]]]:
         return dict(self.options.bands) if self.options.bands is not None else dict(DEFAULT_BANDS)
 
@@ -220,7 +226,7 @@ class SpectralIntegratedGradients(AttributionDiagnostic):
             index = None if ctx.index is None else ctx.index[sl].to(ctx.device)
             res, _ = spectral_integrated_gradients(
                 ctx.forward, transform, x, base, index, n_steps=None if o.n_steps == "auto" else o.n_steps,
-                method=o.method, policy=state["policy"], tolerance=o.delta_tolerance, max_steps=o.max_steps,
+                method=self.rule, policy=state["policy"], tolerance=o.delta_tolerance, max_steps=o.max_steps,
                 autocast=state["amp"])
             a = res.attributions
             if x.ndim == 2:  # (T,) signals: one channel
@@ -303,7 +309,7 @@ class SpectralIntegratedGradients(AttributionDiagnostic):
         out.metric("time_frequency", o.time_frequency)
         out.metric("steps_max", int(steps.max()))
         out.metric("steps_mean", float(steps.mean()))
-        out.metric("method", o.method)
+        out.metric("method", self.rule)
         out.metric("mean_abs_delta", float(np.mean(np.abs(deltas))))
         out.metric("max_abs_delta", float(np.max(np.abs(deltas))))
         out.metric("median_relative_delta", float(np.median(rel)))
