@@ -23,10 +23,16 @@ from cerebro.targets import TargetAdapter, pick_output
 __all__ = ["check_target_on_batch", "first_batch"]
 
 
+def _isolated_rng() -> Any:
+    """Lightning's ``isolate_rng``; the CUDA generators only once CUDA is initialised (reading them would
+    initialise it, which a process that forks afterwards cannot undo)."""
+    return isolate_rng(include_cuda=torch.cuda.is_initialized())
+
+
 def first_batch(loader: Any) -> Any:
     """The loader's first batch, with the random number generators left as they were (a shuffling sampler draws its
     seed from torch's generator when iterated)."""
-    with isolate_rng():
+    with _isolated_rng():
         return next(iter(loader))
 
 
@@ -44,12 +50,13 @@ def check_target_on_batch(model: nn.Module, batch: Any, spec: BatchSpec, target:
     param = next(model.parameters(), None)
     x = x[:2].to(param.device) if param is not None else x[:2]
     y = y[: x.shape[0]] if isinstance(y, Tensor) and y.ndim else None
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]  # per module: a backbone frozen in eval mode stays so
     model.eval()
     try:
-        with isolate_rng(), torch.no_grad():
+        with _isolated_rng(), torch.no_grad():
             out = model(x)
     finally:
-        model.train(was_training)
+        for m, training in modes:
+            m.training = training
     key = output_key if output_key is not None else adapters.output_key(model, out)
     target.preflight(out if key is None else pick_output(out, key), y)

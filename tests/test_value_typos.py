@@ -19,6 +19,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from cerebro import CerebroConfigError, ModelAutopsy, run_autopsy
+from cerebro.preflight import check_target_on_batch
+from cerebro.samples import BatchSpec
+from cerebro.targets import build_target
 
 
 class Counted(pl.LightningModule):
@@ -222,3 +225,15 @@ def test_the_target_check_leaves_the_training_as_it_would_have_been(tmp_path: Pa
             assert callbacks[0]._target_checked
     assert module.steps == 2
     assert torch.equal(weights[0], weights[1])
+
+
+def test_the_target_check_restores_each_modules_mode() -> None:
+    """A module in training mode with a part the user froze in eval mode (e.g. a BatchNorm backbone) comes back
+    exactly so, and a target that fits raises nothing."""
+    module = nn.Sequential(nn.Conv1d(4, 4, 3, padding=1), nn.BatchNorm1d(4), nn.Flatten(), nn.Linear(4 * 32, 1))
+    module.train()
+    module[1].eval()
+    stats = module[1].running_mean.clone()
+    check_target_on_batch(module, next(iter(_loader())), BatchSpec(), build_target("regression"), None)
+    assert [m.training for m in module] == [True, False, True, True] and module.training
+    assert torch.equal(module[1].running_mean, stats)  # eval mode during the check: no statistics updated
