@@ -24,7 +24,8 @@ from cerebro.engine.budget import points_per_pass
 from cerebro.engine.chunking import ChunkPolicy
 from cerebro.engine.completeness import completeness_metrics
 from cerebro.engine.context import AutopsyContext
-from cerebro.engine.integrated import MAP_TOLERANCE, NESTED, START_STEPS, check_steps, integrated_gradients
+from cerebro.engine.integrated import (MAP_TOLERANCE, NESTED, START_STEPS, check_steps, integrated_gradients,
+                                       rule_for)
 from cerebro.engine.precision import PRECISIONS, PrecisionDecision, decide_precision
 from cerebro.errors import CerebroConfigError, choice_error
 from cerebro.registry import register_diagnostic
@@ -84,8 +85,7 @@ class IntegratedGradients(AttributionDiagnostic):
     @property
     def rule(self) -> str:
         """The integration rule that runs."""
-        m = self.options.method
-        return m if m != "auto" else (NESTED if self.options.n_steps == "auto" else "gausslegendre")
+        return rule_for(self.options.method, self.options.n_steps)
 
     def start(self, ctx: AutopsyContext, out: DiagnosticOutput) -> dict[str, Any]:
         o = self.options

@@ -158,8 +158,7 @@ class SpectralIntegratedGradients(AttributionDiagnostic):
     @property
     def rule(self) -> str:
         """The integration rule that runs (as integrated_gradients: auto = nested when n_steps is auto)."""
-        m = self.options.method
-        return m if m != "auto" else (integrated.NESTED if self.options.n_steps == "auto" else "gausslegendre")
+        return integrated.rule_for(self.options.method, self.options.n_steps)
 
     @property
     def bands(self) -> dict[str, list[Optional[float]]]:

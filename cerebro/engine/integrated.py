@@ -75,6 +75,12 @@ def check_steps(diagnostic: str, n_steps: int | str, method: str) -> None:
                                  f"rules need two points), got {n_steps}")
 
 
+def rule_for(method: str, n_steps: int | str) -> str:
+    """The integration rule a diagnostic's ``method`` option runs: ``auto`` is the nested rule with ``n_steps: auto``,
+    else Gauss-Legendre (Captum's default); any other method as it is."""
+    return method if method != "auto" else (NESTED if n_steps == "auto" else "gausslegendre")
+
+
 def _phi(t: Tensor) -> Tensor:
     return t - torch.sin(2 * math.pi * t) / (2 * math.pi)
 
