@@ -191,7 +191,7 @@ def test_autopsy_leaves_no_spill_files(tmp_path, monkeypatch) -> None:
     import cerebro.samples as samples_mod
 
     real = samples_mod.collect_samples
-    monkeypatch.setattr("cerebro.runner.collect_samples",
+    monkeypatch.setattr("cerebro.runner.prepare.collect_samples",
                         lambda *a, **k: real(*a, **{**k, "spill_bytes": 0}))
     model = TinyConv1d(n_chans=4, n_times=32)
     summary = autopsy(model, (torch.randn(10, 4, 32), torch.randn(10, 1)), tmp_path,
