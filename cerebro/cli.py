@@ -14,7 +14,6 @@ import os
 import sys
 from typing import Any
 
-import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException, InstantiationException
 from hydra.utils import get_class, instantiate
@@ -48,7 +47,7 @@ required:
 
 options:
   output_dir=DIR           report folder (default: autopsy)
-  device=cpu|cuda[:k]      where to run (default: cuda when available, else cpu)
+  device=auto|cpu|cuda[:k]|mps  where to run (default auto: cuda, then mps, then cpu)
   autopsy=NAME             the diagnostics set: default, eeg_regression (the default here), attribution_family,
                            transformer, or a YAML of your own in autopsy/ of a Hydra search path
   autopsy.KEY=VALUE        any option of the set, e.g. autopsy.max_samples=512 autopsy.split=test
@@ -145,7 +144,7 @@ def run_from_config(cfg: DictConfig) -> dict[str, Any]:
     config = build_config(**{k: v for k, v in auto.items() if k not in _CALLBACK_ONLY})
     model = build_model(cfg.model, ckpt, weights_only=not trusted)
     matching_state_dict(model, ckpt, not trusted)  # a class that does not match its weights fails here, before any data work
-    device = resolve_device(cfg.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(cfg.get("device") or "auto")
     if not isinstance(cfg.data, DictConfig) or "_target_" not in cfg.data:
         raise CerebroConfigError(f"`data` must be a config with _target_, got {cfg.data!r}: add {_REQUIRED['data']}")
     dm = _instantiate("data", cfg.data)

@@ -101,7 +101,8 @@ class ModelAutopsy(Callback):
         run_on: stages after which the autopsy runs: ``"fit"`` and/or ``"test"``.
         fail_on_error: strict mode, for CI: a failed autopsy or diagnostic raises.
         seed: seed of ``sampling="random"``.
-        device: where the autopsy runs (default: the device training used).
+        device: where the autopsy runs: the device training used (default), ``"auto"`` (cuda, then mps, then
+            cpu) or a torch device.
         sampling: ``"first"`` samples in order or a seeded ``"random"`` draw.
         input_key / target_key: where input and label sit in a batch (tuple positions or dict keys).
         memory_budget_mb: activation memory per attribution pass (default: automatic).

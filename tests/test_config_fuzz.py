@@ -290,7 +290,7 @@ def test_known_crash_run_on_not_iterable(run_on: Any) -> None:
 
 
 def test_known_crash_device_index_overflow() -> None:
-    with pytest.raises(CerebroConfigError, match="`device` must be None or a torch device"):
+    with pytest.raises(CerebroConfigError, match="`device` must be None, 'auto' or a torch device"):
         ModelAutopsy(diagnostics=["predictions"], device=10**30)
 
 

@@ -20,6 +20,7 @@ from cerebro.engine.baselines import chunk_baseline, input_baseline
 from cerebro.engine.budget import points_per_pass
 from cerebro.engine.chunking import ChunkPolicy
 from cerebro.engine.context import AutopsyContext
+from cerebro.engine.precision import PrecisionPlan, autocast_for, record_precision
 from cerebro.engine.rng import seeded
 from cerebro.errors import CerebroConfigError
 from cerebro.report.writer import DiagnosticOutput
@@ -41,6 +42,9 @@ class CaptumMethod(AttributionDiagnostic):
     #: The method perturbs the input (occlusion, ablation) instead of taking gradients: on token ids it stays on
     #: the ids and replaces tokens by ``tokens.baseline``; gradient methods attribute at the embedding output.
     perturbation: ClassVar[bool] = False
+    #: Options carry ``precision`` (:class:`~cerebro.engine.precision.PrecisionOptions`): gradient methods with many
+    #: points per sample, run in bf16/fp16 where that pays (:meth:`_side_by_side` decides on the first chunk).
+    reduced_precision: ClassVar[bool] = False
 
     def make(self, ctx: AutopsyContext) -> Any:
         return self.method(ctx.forward if self.perturbation else ctx.grad_forward)
@@ -79,7 +83,44 @@ class CaptumMethod(AttributionDiagnostic):
         return {"baseline": input_baseline(ctx, self.options.baseline, self.name)}
 
     def start(self, ctx: AutopsyContext, out: DiagnosticOutput) -> dict[str, Any]:
-        return {"method": self.make(ctx), "per_call": self.samples_per_call(ctx), **self.baseline_state(ctx)}
+        return {"method": self.make(ctx), "per_call": self.samples_per_call(ctx), "plan": self.plan(ctx),
+                **self.baseline_state(ctx)}
+
+    def plan(self, ctx: AutopsyContext) -> PrecisionPlan | None:
+        """The run's precision plan (methods with :attr:`reduced_precision`), else ``None`` (float32)."""
+        return PrecisionPlan(self.options.precision, ctx.device) if self.reduced_precision else None
+
+    def _attribute_in(self, ctx: AutopsyContext, state: dict[str, Any], sl: slice) -> Tensor:
+        """:meth:`attribute` in the plan's precision (float32 without a plan); the first chunk of a plan with a
+        reduced candidate runs in both (:meth:`_side_by_side`)."""
+        plan: PrecisionPlan | None = state.get("plan")
+        if plan is None:
+            return self.attribute(ctx, state, sl)
+        n = sl.stop - sl.start
+        if plan.dtype is not None and not plan.measured:
+            return self._side_by_side(ctx, state, sl, plan)
+        plan.samples["reduced" if plan.dtype is not None else "fp32"] += n
+        with autocast_for(ctx.device, plan.dtype):
+            return plan.timed(plan.dtype, n * self.cost, lambda: self.attribute(ctx, state, sl))
+
+    def _side_by_side(self, ctx: AutopsyContext, state: dict[str, Any], sl: slice, plan: PrecisionPlan) -> Tensor:
+        """The chunk in float32 (kept) and in reduced precision, same seed: speed per point and map distance."""
+        dtype, n, one = plan.dtype, sl.stop - sl.start, slice(sl.start, sl.start + 1)
+        for d in (None, dtype):  # warm-up on one sample (kernel selection), not timed
+            with seeded(ctx.seed + sl.start), autocast_for(ctx.device, d):
+                self.attribute(ctx, state, one)
+        runs = {}
+        for d in (None, dtype):
+            with seeded(ctx.seed + sl.start), autocast_for(ctx.device, d):
+                before = sum(plan.seconds.values())
+                runs[d] = plan.timed(d, n * self.cost, lambda: self.attribute(ctx, state, sl)).detach().float()
+                runs[(d, "s")] = sum(plan.seconds.values()) - before
+        a32, ared = runs[None].reshape(n, -1), runs[dtype].reshape(n, -1)
+        err = ((ared - a32).norm(dim=1) / a32.norm(dim=1).clamp_min(1e-30)).nan_to_num(nan=float("inf"))
+        plan.judge_maps(runs[(None, "s")] / n, runs[(dtype, "s")] / n, float(err.max()),
+                        self.options.precision_tolerance)
+        plan.samples["fp32"] += n
+        return runs[None]
 
     def blocks(self, ctx: AutopsyContext, state: dict[str, Any], samples: slice
                ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
@@ -87,7 +128,7 @@ class CaptumMethod(AttributionDiagnostic):
         start = samples.start
         while start < samples.stop:
             def one(size: int, first: int = start) -> Tensor:
-                return self.attribute(ctx, state, slice(first, first + size))
+                return self._attribute_in(ctx, state, slice(first, first + size))
 
             with seeded(ctx.seed + start):  # stochastic methods are reproducible; the user's RNG is untouched
                 size, attr = policy.run(samples.stop - start, one)
@@ -117,6 +158,8 @@ class CaptumMethod(AttributionDiagnostic):
                arrays: dict[str, np.ndarray], stats: MapStats, map_shape: tuple[int, ...]) -> None:
         for key, values in arrays.items():
             out.array(key, values)
+        if state.get("plan") is not None:
+            record_precision(out, state["plan"])
         for reason in stats.reasons():
             out.flag(reason)
         mean_abs = stats.mean_abs()

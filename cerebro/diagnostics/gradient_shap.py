@@ -17,13 +17,14 @@ from cerebro.diagnostics.captum_method import CaptumMethod
 from cerebro.diagnostics.completeness import CompletenessCheck
 from cerebro.engine.baselines import input_baseline
 from cerebro.engine.context import AutopsyContext
+from cerebro.engine.precision import PrecisionOptions
 from cerebro.registry import register_diagnostic
 
 __all__ = ["GradientShap"]
 
 
 @dataclass
-class GradientShapOptions:
+class GradientShapOptions(PrecisionOptions):
     #: Reference distribution: data (up to `reference_size` samples of the sample set) | zeros | mean | a file.
     baselines: str = field(default="data", metadata={"choices": ("data", "zeros", "mean"), "path_ok": True})
     #: Samples of the reference distribution when baselines=data.
@@ -40,6 +41,7 @@ class GradientShap(CompletenessCheck, CaptumMethod):
     sample add up to ``f(x)`` minus the mean of ``f`` over the reference baselines, up to sampling noise."""
 
     Options = GradientShapOptions
+    reduced_precision = True
     method = CaptumGradientShap
     completeness_kind = "expectation"
 

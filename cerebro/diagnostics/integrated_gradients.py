@@ -9,7 +9,6 @@ reproduces ``captum.attr.IntegratedGradients``. See :mod:`cerebro.engine.integra
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -26,8 +25,8 @@ from cerebro.engine.completeness import completeness_metrics
 from cerebro.engine.context import AutopsyContext
 from cerebro.engine.integrated import (MAP_TOLERANCE, NESTED, START_STEPS, check_steps, integrated_gradients,
                                        rule_for)
-from cerebro.engine.precision import PRECISIONS, PrecisionDecision, decide_precision
-from cerebro.errors import CerebroConfigError, choice_error
+from cerebro.engine.precision import PRECISIONS, PrecisionPlan, plan_for, precision_option, record_precision
+from cerebro.errors import choice_error
 from cerebro.registry import register_diagnostic
 from cerebro.report.writer import DiagnosticOutput
 
@@ -55,9 +54,11 @@ class IntegratedGradientsOptions:
     map_tolerance: float = field(default=MAP_TOLERANCE, metadata={"min": 0.0})
     #: Most steps n_steps=auto may use per sample.
     max_steps: int = field(default=512, metadata={"min": 2})
-    #: auto | fp32 | bf16 | fp16: precision inside the model for the attribution passes (endpoints and sums fp32).
+    #: auto | fp32 | bf16 | fp16: precision inside the model for the attribution passes (endpoints and sums fp32);
+    #: reduced precision runs the bulk of the points, fp32 corrects them and finishes every sample that misses.
     precision: str = field(default="auto", metadata={"choices": PRECISIONS})
-    #: precision auto keeps bf16/fp16 only if the probe's maps are within this relative L2 error of fp32.
+    #: with bf16/fp16, a sample whose map's rounding floor (relative L2, measured against fp32) exceeds this is
+    #: finished in fp32.
     precision_tolerance: float = field(default=0.02, metadata={"min": 0.0})
     #: Deprecated: use precision (bf16 | fp16 map to it).
     autocast: Optional[str] = field(default=None, metadata={"choices": (None, *AUTOCAST)})
@@ -74,13 +75,7 @@ class IntegratedGradients(AttributionDiagnostic):
         check_steps("integrated_gradients", o.n_steps, o.method)
         if o.autocast not in (None, *AUTOCAST):
             raise choice_error("integrated_gradients.autocast", o.autocast, [None, *AUTOCAST])
-        if o.autocast is not None:
-            msg = (f"`integrated_gradients.autocast: {o.autocast}` is deprecated: use `precision: {o.autocast}` "
-                   "(or precision: auto, which checks speed and accuracy first)")
-            if o.precision not in ("auto", o.autocast):
-                raise CerebroConfigError(f"{msg}; it conflicts with precision: {o.precision}")
-            warnings.warn(msg, FutureWarning, stacklevel=2)
-            o.precision = o.autocast
+        o.precision = precision_option("integrated_gradients", o.precision, o.autocast)
 
     @property
     def rule(self) -> str:
@@ -90,16 +85,13 @@ class IntegratedGradients(AttributionDiagnostic):
     def start(self, ctx: AutopsyContext, out: DiagnosticOutput) -> dict[str, Any]:
         o = self.options
         limit = o.internal_batch_size or points_per_pass(ctx.model, ctx.x(slice(0, 1)), ctx.memory_budget)
-        state = {"baseline": input_baseline(ctx, o.baseline, self.name), "limit": limit, "policies": {},
-                 "decision": None}
+        plan = plan_for(o.precision, self.rule == NESTED, ctx.device)
         if o.autocast is not None:
             out.flag(f"autocast: {o.autocast} is deprecated; ran as precision: {o.autocast}")
-        if o.precision == "auto" and o.n_steps != "auto" and self.rule != NESTED:
-            state["decision"] = PrecisionDecision("auto", "fp32", "Captum's rule at a fixed n_steps: float32, "
-                                                  "equal to captum.attr.IntegratedGradients")
-        return state
+        return {"baseline": input_baseline(ctx, o.baseline, self.name), "limit": limit, "policies": {}, "plan": plan}
 
-    def _policy(self, ctx: AutopsyContext, state: dict[str, Any], used: str) -> ChunkPolicy:
+    def _policy(self, ctx: AutopsyContext, state: dict[str, Any], dtype: torch.dtype | None) -> ChunkPolicy:
+        used = str(dtype or torch.float32).replace("torch.", "")
         if used not in state["policies"]:
             key = (type(ctx.model).__qualname__, tuple(ctx.samples.input_shape), str(ctx.device), used)
             state["policies"][used] = ChunkPolicy(state["limit"], key, ctx.device,
@@ -117,20 +109,11 @@ class IntegratedGradients(AttributionDiagnostic):
             base = chunk_baseline(baseline, x, sl)
             index = ctx.grad_index(sl)
             forward = ctx.grad_forward
-            if state["decision"] is None:  # the probe runs once, on the first block
-                with torch.no_grad():
-                    k = min(4, x.shape[0])
-                    sub = None if index is None else index[:k]
-                    fx = forward(x[:k]) if sub is None else forward(x[:k], sub)
-                    fb = forward(base[:k]) if sub is None else forward(base[:k], sub)
-                state["decision"] = decide_precision(o.precision, forward, x, base, index,
-                                                     (fx - fb).float(), min(state["limit"], 32),
-                                                     map_tolerance=o.precision_tolerance,
-                                                     completeness_tolerance=o.delta_tolerance / 2)
-            dec: PrecisionDecision = state["decision"]
+            plan: PrecisionPlan = state["plan"]
             res = integrated_gradients(forward, x, base, index, n_steps, self.rule,
-                                       self._policy(ctx, state, dec.used), tolerance=o.delta_tolerance,
-                                       max_steps=o.max_steps, map_tolerance=o.map_tolerance, dtype=dec.dtype)
+                                       lambda d: self._policy(ctx, state, d), tolerance=o.delta_tolerance,
+                                       max_steps=o.max_steps, map_tolerance=o.map_tolerance, plan=plan,
+                                       precision_tolerance=o.precision_tolerance)
             change = res.map_change if res.map_change is not None else torch.full_like(res.gap, float("nan"))
             maps = {k: v.cpu().numpy() for k, v in ctx.input_maps(res.attributions).items()}
             yield sl.start, {**maps,
@@ -154,11 +137,7 @@ class IntegratedGradients(AttributionDiagnostic):
         out.metric("steps_mean", float(steps.mean()))
         out.metric("evaluations", int(_evaluations(steps, adaptive, o.n_steps, self.rule)))
         out.metric("method", self.rule)
-        dec: PrecisionDecision | None = state["decision"]
-        out.metric("precision", dec.used if dec is not None else "fp32")
-        out.metric("precision_decision", dec.as_dict() if dec is not None else None)
-        if dec is not None and dec.requested not in ("auto", "fp32") and dec.reason.startswith(dec.used + " requested;"):
-            out.flag(f"precision {dec.used}: {dec.reason.split('; ', 1)[1]}")
+        record_precision(out, state["plan"])
         for used, policy in state["policies"].items():
             for k, v in policy.describe().items():
                 out.metric(k, v)

@@ -15,13 +15,14 @@ from cerebro.diagnostics.completeness import CompletenessCheck
 from cerebro.diagnostics.layer_method import LayerMethod
 from cerebro.diagnostics.layers import LayerOptions
 from cerebro.engine.context import AutopsyContext
+from cerebro.engine.precision import PrecisionOptions
 from cerebro.registry import register_diagnostic
 
 __all__ = ["LayerConductance"]
 
 
 @dataclass
-class LayerConductanceOptions(LayerOptions):
+class LayerConductanceOptions(LayerOptions, PrecisionOptions):
     #: Integration steps per sample.
     n_steps: int = field(default=32, metadata={"min": 2})
     #: Input baseline: zeros | mean | a path to a .npy/.pt file.
@@ -33,6 +34,7 @@ class LayerConductance(CompletenessCheck, LayerMethod):
     """Conductance of every unit of the layer, summed over channels and mapped onto the input."""
 
     Options = LayerConductanceOptions
+    reduced_precision = True
     method = CaptumLayerConductance
     input_baseline = True
 

@@ -15,6 +15,7 @@ from cerebro.diagnostics.completeness import CompletenessCheck
 from cerebro.diagnostics.layer_method import LayerMethod
 from cerebro.diagnostics.layers import LayerOptions
 from cerebro.engine.context import AutopsyContext
+from cerebro.engine.precision import PrecisionOptions
 from cerebro.registry import register_diagnostic
 
 __all__ = ["LayerIntegratedGradients"]
@@ -23,7 +24,7 @@ _METHODS = ("gausslegendre", "riemann_right", "riemann_left", "riemann_middle", 
 
 
 @dataclass
-class LayerIntegratedGradientsOptions(LayerOptions):
+class LayerIntegratedGradientsOptions(LayerOptions, PrecisionOptions):
     #: Integration steps per sample.
     n_steps: int = field(default=32, metadata={"min": 2})
     #: Captum's integration rule.
@@ -37,6 +38,7 @@ class LayerIntegratedGradients(CompletenessCheck, LayerMethod):
     """Each layer unit's share of ``f(x) - f(baseline)``, summed over channels and mapped onto the input."""
 
     Options = LayerIntegratedGradientsOptions
+    reduced_precision = True
     method = CaptumLayerIG
     input_baseline = True
 

@@ -12,6 +12,7 @@ from cerebro.diagnostics.captum_method import CaptumMethod
 from cerebro.diagnostics.layers import LayerChoice, layer_map
 from cerebro.engine.attribution import MapStats, summarize_maps
 from cerebro.engine.context import AutopsyContext
+from cerebro.engine.precision import record_precision
 from cerebro.report.writer import DiagnosticOutput
 
 __all__ = ["LayerMethod"]
@@ -25,7 +26,7 @@ class LayerMethod(LayerChoice, CaptumMethod):
     def start(self, ctx: AutopsyContext, out: DiagnosticOutput) -> dict[str, Any]:
         name, layer, info = self.resolve_layer(ctx)
         return {"name": name, "method": self.method(ctx.grad_forward, layer), "per_call": self.samples_per_call(ctx),
-                **self.baseline_state(ctx), **info}
+                "plan": self.plan(ctx), **self.baseline_state(ctx), **info}
 
     def kwargs(self, ctx: AutopsyContext, state: dict[str, Any], x: Tensor, sl: slice) -> dict[str, Any]:
         return {"attribute_to_layer_input": state["layer_input"]}
@@ -37,6 +38,8 @@ class LayerMethod(LayerChoice, CaptumMethod):
                arrays: dict[str, np.ndarray], stats: MapStats, map_shape: tuple[int, ...]) -> None:
         self.record_layer(out, state)
         out.metric("map_shape", map_shape)
+        if state.get("plan") is not None:
+            record_precision(out, state["plan"])
         for reason in stats.reasons():
             out.flag(f"{reason} (layer {state['name']})")
         mean_abs = stats.mean_abs()

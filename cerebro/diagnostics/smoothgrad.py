@@ -14,13 +14,14 @@ from torch import Tensor
 
 from cerebro.diagnostics.captum_method import CaptumMethod
 from cerebro.engine.context import AutopsyContext
+from cerebro.engine.precision import PrecisionOptions
 from cerebro.registry import register_diagnostic
 
 __all__ = ["SmoothGrad"]
 
 
 @dataclass
-class SmoothGradOptions:
+class SmoothGradOptions(PrecisionOptions):
     #: The method smoothed: saliency | integrated_gradients.
     base: str = field(default="saliency", metadata={"choices": ("saliency", "integrated_gradients")})
     #: smoothgrad (mean) | smoothgrad_sq (mean of squares) | vargrad (variance).
@@ -38,6 +39,7 @@ class SmoothGrad(CaptumMethod):
     """The average (or variance) of a gradient map over noisy copies of each input."""
 
     Options = SmoothGradOptions
+    reduced_precision = True
 
     @property
     def cost(self) -> int:  # type: ignore[override]

@@ -31,6 +31,7 @@ from cerebro.engine.budget import points_per_pass
 from cerebro.engine import integrated
 from cerebro.engine.chunking import ChunkPolicy
 from cerebro.engine.context import AutopsyContext
+from cerebro.engine.precision import PRECISIONS, plan_for, precision_option, record_precision
 from cerebro.engine.spectral import Fourier, ShortTimeFourier, spectral_integrated_gradients
 from cerebro.errors import CerebroConfigError
 from cerebro.registry import register_diagnostic
@@ -64,7 +65,11 @@ class SpectralIntegratedGradientsOptions:
     delta_tolerance: float = field(default=0.01, metadata={"min": 0.0})
     #: Most steps n_steps=auto may use per sample.
     max_steps: int = field(default=512, metadata={"min": 2})
-    #: Mixed precision of the model passes on GPU: null | bf16 | fp16 (the inverse FFT stays float32).
+    #: auto | fp32 | bf16 | fp16: precision inside the model, as integrated_gradients (the inverse FFT stays fp32).
+    precision: str = field(default="auto", metadata={"choices": PRECISIONS})
+    #: with bf16/fp16, a sample whose map's rounding floor (relative L2 vs fp32) exceeds this is finished in fp32.
+    precision_tolerance: float = field(default=0.02, metadata={"min": 0.0})
+    #: Deprecated: use precision (bf16 | fp16 map to it).
     autocast: Optional[str] = field(default=None, metadata={"choices": (None, *AUTOCAST)})
     #: Sampling rate in Hz; null = the autopsy's eeg.sfreq.
     sfreq: Optional[float] = field(default=None, metadata={"min": 0.0})
@@ -141,6 +146,7 @@ class SpectralIntegratedGradients(AttributionDiagnostic):
     sample_figures = 2
 
     def validate(self) -> None:
+        self.options.precision = precision_option(_NAME, self.options.precision, self.options.autocast)
         o = self.options
         integrated.check_steps(_NAME, o.n_steps, o.method)
         for name, edges in (o.bands or {}).items():
@@ -189,10 +195,8 @@ class SpectralIntegratedGradients(AttributionDiagnostic):
             raise CerebroConfigError(f"`{_NAME}.hop_length` must be <= n_fft // 2 ({o.n_fft // 2}) for an exact "
                                      f"inverse STFT with the Hann window, got {o.hop_length}")
         limit = o.internal_batch_size or points_per_pass(ctx.model, ctx.x(slice(0, 1)), ctx.memory_budget)
-        key = (_NAME, type(ctx.model).__qualname__, shape, str(ctx.device), o.autocast, o.time_frequency)
-        amp = AUTOCAST.get(o.autocast) if ctx.device.type == "cuda" else None
-        if o.autocast and amp is None and out.writer is not None:
-            out.flag(f"autocast {o.autocast} ignored on {ctx.device.type}: attribution passes ran in float32")
+        key = (_NAME, type(ctx.model).__qualname__, shape, str(ctx.device), o.time_frequency)
+        plan = plan_for(o.precision, self.rule == integrated.NESTED, ctx.device)
         base = None
         if o.baseline == "mean":
             base = transform.forward(make_baseline("mean", ctx.samples.x, owner=_NAME).to(ctx.device))
@@ -202,8 +206,9 @@ class SpectralIntegratedGradients(AttributionDiagnostic):
                 amp_z = torch.linalg.vector_norm(transform.forward(ctx.x(sl)), dim=-1).double().sum(dim=0)
                 total = amp_z if total is None else total + amp_z
             base = (total / ctx.n).float().unsqueeze(0)
-        return {"transform": transform, "base": base, "amp": amp,
-                "policy": ChunkPolicy(limit, key, ctx.device, fixed=o.internal_batch_size)}
+        policies = {d: ChunkPolicy(limit, (*key, str(d)), ctx.device, fixed=o.internal_batch_size)
+                    for d in (None, plan.dtype)}
+        return {"transform": transform, "base": base, "plan": plan, "policies": policies}
 
     def _baseline(self, state: dict[str, Any], z: Tensor) -> Tensor:
         base = state["base"]
@@ -225,8 +230,8 @@ class SpectralIntegratedGradients(AttributionDiagnostic):
             index = None if ctx.index is None else ctx.index[sl].to(ctx.device)
             res, _ = spectral_integrated_gradients(
                 ctx.forward, transform, x, base, index, n_steps=None if o.n_steps == "auto" else o.n_steps,
-                method=self.rule, policy=state["policy"], tolerance=o.delta_tolerance, max_steps=o.max_steps,
-                autocast=state["amp"])
+                method=self.rule, policy=lambda d: state["policies"].get(d, state["policies"][None]),
+                tolerance=o.delta_tolerance, max_steps=o.max_steps, plan=state["plan"], precision_tolerance=o.precision_tolerance)
             a = res.attributions
             if x.ndim == 2:  # (T,) signals: one channel
                 a = a.unsqueeze(1)
@@ -243,7 +248,7 @@ class SpectralIntegratedGradients(AttributionDiagnostic):
         self._frequencies = freqs
         out.array("frequencies", freqs)
         spectrum = out.array("spectrum", arrays["spectrum"])
-        self._completeness(ctx, out, arrays)
+        self._completeness(ctx, out, arrays, state)
         for reason in stats.reasons():
             out.flag(reason)
         per_bin = spectrum if spectrum.ndim == 3 else spectrum.sum(axis=-1)  # (N, C, F), windows summed
@@ -294,7 +299,8 @@ class SpectralIntegratedGradients(AttributionDiagnostic):
                                          eeg.montage if eeg is not None else None, o.top_channels, **extra).items():
             out.figure(fig, key)
 
-    def _completeness(self, ctx: AutopsyContext, out: DiagnosticOutput, arrays: dict[str, np.ndarray]) -> None:
+    def _completeness(self, ctx: AutopsyContext, out: DiagnosticOutput, arrays: dict[str, np.ndarray],
+                      state: dict[str, Any]) -> None:
         """Convergence deltas, like ``integrated_gradients``: the attributions must sum to f(x) - f(baseline)."""
         o = self.options
         deltas, gaps, steps = arrays["convergence_delta"], arrays["gap"], arrays["steps"]
@@ -309,6 +315,7 @@ class SpectralIntegratedGradients(AttributionDiagnostic):
         out.metric("steps_max", int(steps.max()))
         out.metric("steps_mean", float(steps.mean()))
         out.metric("method", self.rule)
+        record_precision(out, state["plan"])
         out.metric("mean_abs_delta", float(np.mean(np.abs(deltas))))
         out.metric("max_abs_delta", float(np.max(np.abs(deltas))))
         out.metric("median_relative_delta", float(np.median(rel)))

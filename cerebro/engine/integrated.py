@@ -17,16 +17,15 @@ Two families of rules integrate the path of Sundararajan et al. (2017):
 The points of all samples in a block are cut into chunks sized by :class:`~cerebro.engine.chunking.ChunkPolicy`
 (memory budget + measured throughput), so every pass is full and no pass holds more than the budget. Passes may run
 in reduced precision (``dtype``: autocast inside the model; the interpolation input, the gradient accumulation and
-the endpoints ``f(x)``, ``f(b)`` stay float32); with the nested rule the reduced levels are corrected by a float32
-control variate on the 3-point level (:func:`reduced_correction`), which restores completeness when the precision
-error varies slowly along the path. :mod:`cerebro.engine.precision` decides when reduced precision is safe.
+the endpoints ``f(x)``, ``f(b)`` stay float32); with the nested rule, :mod:`cerebro.engine.mixed` corrects the
+reduced levels with a float32 control variate and finishes in float32 every sample that misses in reduced
+precision; :class:`cerebro.engine.precision.PrecisionPlan` keeps reduced precision only while it pays.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -34,9 +33,10 @@ from captum.attr._utils.approximation_methods import approximation_parameters
 from torch import Tensor
 
 from cerebro.engine.chunking import ChunkPolicy
+from cerebro.engine.precision import PrecisionPlan, autocast_for
 from cerebro.errors import CerebroConfigError
 
-__all__ = ["IGResult", "check_steps", "integrated_gradients", "path_sums", "reduced_correction", "nested_rule", "nested_levels", "START_STEPS", "NESTED",
+__all__ = ["IGResult", "check_steps", "integrated_gradients", "path_sums", "nested_rule", "nested_levels", "START_STEPS", "NESTED",
            "NESTED_START_LEVEL", "MAP_TOLERANCE"]
 
 #: First level of adaptive IG with Captum's rules (``n_steps=None``); each level doubles it.
@@ -105,13 +105,18 @@ def nested_levels(max_steps: int, start_level: int = NESTED_START_LEVEL) -> list
 
 
 def path_sums(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Tensor | None, alphas: Tensor,
-              weights: Tensor, policy: ChunkPolicy, dtype: torch.dtype | None = None) -> Tensor:
+              weights: Tensor, policy: ChunkPolicy, dtype: torch.dtype | None = None,
+              plan: PrecisionPlan | None = None) -> Tensor:
     """``sum_k W[m, k] * grad f(b + alphas[k] (x - b))`` for every sample: shape ``(M, S, *input)``, float32
     (float64 for float64 inputs).
 
     ``weights`` is ``(M, K)``: several weightings of the same points (e.g. two nested levels) cost one pass.
-    Points run sample-major in chunks from ``policy``; ``dtype`` (bf16/fp16) autocasts the model only.
+    Points run sample-major in chunks from ``policy``; ``dtype`` (bf16/fp16) autocasts the model only; ``plan``
+    (a :class:`~cerebro.engine.precision.PrecisionPlan`) times the pass.
     """
+    if plan is not None:
+        return plan.timed(dtype, x.shape[0] * int(alphas.numel()),
+                          lambda: path_sums(forward, x, base, index, alphas, weights, policy, dtype))
     n_steps = int(alphas.numel())
     acc_dtype = torch.promote_types(x.dtype, torch.float32)  # float64 inputs accumulate in float64
     w = weights.to(device=x.device, dtype=acc_dtype)
@@ -121,7 +126,7 @@ def path_sums(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Te
     acc = torch.zeros((w.shape[0], *x.shape), dtype=acc_dtype, device=x.device)
     diff = x - base
     tail = (1,) * (x.ndim - 1)
-    amp = torch.autocast(x.device.type, dtype=dtype) if dtype not in (None, torch.float32) else nullcontext()
+    amp = autocast_for(x.device, dtype)
     done = 0
     while done < total:
         def one(size: int, start: int = done) -> None:
@@ -138,17 +143,6 @@ def path_sums(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Te
         size, _ = policy.run(total - done, one)
         done += size
     return acc
-
-
-def reduced_correction(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Tensor | None,
-                       g_sub_reduced: Tensor, policy: ChunkPolicy) -> Tensor:
-    """``G32 - Gred`` on the nested rule's 3-point level: added to every reduced-precision level of the nested
-    rule, it cancels the part of the reduced-precision error that varies smoothly along the path (rounded weights,
-    biased kernels), which otherwise breaks completeness (a control variate: the reduced fine level corrected by
-    the difference of the two precisions on a coarse level)."""
-    t = torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)
-    g32 = path_sums(forward, x, base, index, _phi(t), (_dphi(t) / 4)[None], policy, None)[0]
-    return g32 - g_sub_reduced
 
 
 @torch.no_grad()
@@ -173,12 +167,14 @@ def _converged(attr: Tensor, prev: Tensor | None, gap: Tensor, tolerance: float,
 
 def _nested(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Tensor | None, gap: Tensor,
             n_steps: int | None, policy: ChunkPolicy, tolerance: float, map_tolerance: float, max_steps: int,
-            start_level: int, dtype: torch.dtype | None) -> IGResult:
-    """The nested rule: a fixed point count, or adaptive levels that only evaluate the new points."""
+            start_level: int, dtype: torch.dtype | None = None, plan: PrecisionPlan | None = None) -> IGResult:
+    """The nested rule: a fixed point count, or adaptive levels that only evaluate the new points. ``dtype``
+    autocasts every pass as it is (no correction: :mod:`cerebro.engine.mixed` runs reduced precision that converges);
+    ``plan`` times the passes."""
     diff = (x - base).to(torch.promote_types(x.dtype, torch.float32))
     if n_steps is not None:  # fixed point count (nested across doublings of n_steps + 1)
         w, a = nested_rule(n_steps)
-        g = path_sums(forward, x, base, index, torch.tensor(a), torch.tensor([w]), policy, dtype)[0]
+        g = path_sums(forward, x, base, index, torch.tensor(a), torch.tensor([w]), policy, dtype, plan)[0]
         attr = g * diff
         delta, change, _ = _converged(attr, None, gap, tolerance, map_tolerance)
         return IGResult(attr, gap, delta, torch.full_like(gap, n_steps, dtype=torch.long), x.shape[0] * n_steps,
@@ -195,57 +191,72 @@ def _nested(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Tens
     t = j / (n + 1)
     w_cur = _dphi(t) / (n + 1)
     w_prev = torch.where(j % 2 == 0, _dphi(t) / ((n + 1) / 2), torch.zeros_like(t))
-    g_cur, g_prev = path_sums(forward, x, base, index, _phi(t), torch.stack([w_cur, w_prev]), policy, dtype)
+    g_cur, g_prev = path_sums(forward, x, base, index, _phi(t), torch.stack([w_cur, w_prev]), policy, dtype, plan)
     todo = torch.arange(s, device=x.device)
     evaluations = s * n
-    corr = torch.zeros_like(g_cur[:1])
-    if dtype not in (None, torch.float32):  # fp32 control variate: the 3-point sub-level again, in float32
-        corr = reduced_correction(forward, x, base, index, g_prev, policy)
-        evaluations += s * 3
     for level, n in enumerate(levels):
         if level:  # the new points t = odd j / (n + 1); the previous level's sum is halved (h halves)
             t = torch.arange(1, n + 1, 2, dtype=torch.float64) / (n + 1)
             new = path_sums(forward, x[todo], base[todo], None if index is None else index[todo], _phi(t),
-                            (_dphi(t) / (n + 1))[None], policy, dtype)[0]
+                            (_dphi(t) / (n + 1))[None], policy, dtype, plan)[0]
             g_prev, g_cur = g_cur, g_cur / 2 + new
             evaluations += todo.numel() * t.numel()
-        a_cur = (g_cur + corr) * diff[todo]
-        d, c, ok = _converged(a_cur, (g_prev + corr) * diff[todo], gap[todo], tolerance, map_tolerance)
+        a_cur = g_cur * diff[todo]
+        d, c, ok = _converged(a_cur, g_prev * diff[todo], gap[todo], tolerance, map_tolerance)
         attr[todo], delta[todo], change[todo], steps[todo] = a_cur, d, c, n
         if bool(ok.all()) or level == len(levels) - 1:
             break
         keep = ~ok
         todo, g_cur, g_prev = todo[keep], g_cur[keep], g_prev[keep]
-        corr = corr[keep] if corr.shape[0] > 1 else corr
     return IGResult(attr, gap, delta, steps, evaluations, change)
 
 
 def integrated_gradients(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Tensor | None,
-                         n_steps: int | None, method: str, policy: ChunkPolicy, tolerance: float = 0.01,
+                         n_steps: int | None, method: str, policy: ChunkPolicy | Callable[[torch.dtype | None], ChunkPolicy],
+                         tolerance: float = 0.01,
                          max_steps: int = 1024, start_steps: int = START_STEPS, autocast: torch.dtype | None = None,
                          *, map_tolerance: float = MAP_TOLERANCE, start_level: int = NESTED_START_LEVEL,
-                         dtype: torch.dtype | None = None) -> IGResult:
+                         dtype: torch.dtype | None = None, plan: PrecisionPlan | None = None,
+                         precision_tolerance: float = 0.02) -> IGResult:
     """Integrated Gradients of ``forward`` for the samples ``x`` against ``base`` (same shape).
 
     Args:
         forward: ``forward(points)`` or ``forward(points, index)`` -> one scalar per point.
         n_steps: points per sample, or ``None`` for adaptive steps.
         method: ``nested`` or one of Captum's rules (equal to Captum at fixed ``n_steps``).
+        policy: the chunk policy, or ``policy(dtype)`` giving one per precision.
         tolerance: adaptive target ``|delta| <= tolerance * |f(x) - f(base)|`` per sample.
         max_steps: most points per sample in adaptive mode.
         start_steps: first step count of adaptive Captum rules (doubled, every point recomputed).
         autocast: deprecated alias of ``dtype``.
         map_tolerance: nested adaptive rule: most relative L2 change of a map between two levels.
         start_level: nested adaptive rule: first level (``2**start_level - 1`` points).
-        dtype: reduced precision of the passes (``torch.bfloat16``/``torch.float16``), ``None`` = float32.
+        dtype: reduced precision of the passes (``torch.bfloat16``/``torch.float16``), ``None`` = float32: the same as
+            a ``plan`` that forces it.
+        plan: the run's :class:`~cerebro.engine.precision.PrecisionPlan`. The nested rule runs reduced precision
+            where it pays and float32 where a sample needs it (:mod:`cerebro.engine.mixed`); Captum's rules run
+            every point in the plan's precision as it is (no correction).
+        precision_tolerance: with reduced precision, most relative L2 rounding floor of a sample's map.
     """
     dtype = dtype if dtype is not None else autocast
+    if plan is None and dtype not in (None, torch.float32):
+        plan = PrecisionPlan("bf16" if dtype == torch.bfloat16 else "fp16", x.device)
+    dtype = plan.dtype if plan is not None else None
     with torch.enable_grad():
         fx, fb = _scores(forward, x, index), _scores(forward, base, index)
         gap = fx - fb
+        if method == NESTED and plan is not None:
+            from cerebro.engine.mixed import nested_mixed
+
+            per_dtype = policy if callable(policy) else (lambda d: policy)
+            return nested_mixed(forward, x, base, index, gap, n_steps, per_dtype, tolerance, map_tolerance,
+                                max_steps, start_level, plan, precision_tolerance)
+        policy = policy(dtype) if callable(policy) else policy
         if method == NESTED:
             return _nested(forward, x, base, index, gap, n_steps, policy, tolerance, map_tolerance, max_steps,
-                           start_level, dtype)
+                           start_level)
+        if plan is not None:  # Captum's rules: every point in the plan's precision, as it is
+            plan.samples["reduced" if dtype is not None else "fp32"] += x.shape[0]
         step_fn, alpha_fn = approximation_parameters(method)
         steps = torch.full((x.shape[0],), n_steps or start_steps, dtype=torch.long, device=x.device)
         todo = torch.arange(x.shape[0], device=x.device)
@@ -256,7 +267,7 @@ def integrated_gradients(forward: Callable[..., Tensor], x: Tensor, base: Tensor
             n = int(steps[todo[0]])
             sub_index = None if index is None else index[todo]
             grads = path_sums(forward, x[todo], base[todo], sub_index, torch.tensor(alpha_fn(n)),
-                              torch.tensor([step_fn(n)]), policy, dtype)[0]
+                              torch.tensor([step_fn(n)]), policy, dtype, plan)[0]
             evaluations += todo.numel() * n
             a = grads * (x[todo] - base[todo]).to(grads.dtype)
             attr[todo] = a

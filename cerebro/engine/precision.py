@@ -1,142 +1,239 @@
-"""Precision of attribution passes: float32, or bf16/fp16 inside the model only where it is fast AND accurate.
+"""Precision of gradient passes: float32, or bf16/fp16 inside the model where it is fast, with float32 where it
+matters.
 
-``auto`` uses reduced precision only when (1) the hardware has fast kernels for it (CUDA; a CPU with AMX or
-AVX512-BF16) and a timed probe on the first block runs it at least :data:`MIN_SPEEDUP` times faster than float32, and
-(2) the same probe shows that it keeps the result within tolerance of float32: the relative L2 error of the maps and
-the shift of the completeness sum ``sum(attr)`` relative to ``|f(x) - f(b)|``. Otherwise the passes run in float32.
-The probe's float32 half is real work (the first level of the first samples), so its cost is the reduced half only.
+One :class:`PrecisionPlan` per diagnostic run. It holds the reduced candidate (a hardware prior: CUDA, or a CPU with
+AMX tiles), measures the real cost of every pass in each precision as the work goes (no separate probe: the first
+block runs a few samples in float32 and a few in reduced precision, both real work), and keeps reduced precision only
+while it pays: the measured seconds the reduced scheme spent (its reduced points, its float32 control variates and
+float32 fall-backs) must stay below what the same samples would have cost in float32 at the measured float32 speed.
+Accuracy is decided per sample by the scheme that uses the plan (see :mod:`cerebro.engine.mixed`): a sample that
+misses its tolerance in reduced precision is finished in float32, so it ends exactly as a float32 run would.
 
-Reduced precision is applied by ``torch.autocast`` inside the model: the interpolation points, the accumulation of
-gradients and the endpoints ``f(x)``, ``f(b)`` stay float32 (see :func:`cerebro.engine.integrated.path_sums`), and
-the nested rule adds a float32 control variate on its 3-point level
-(:func:`cerebro.engine.integrated.reduced_correction`); the probe measures exactly that scheme.
+AVX512-BF16 without AMX is not a candidate by default: bf16 autocast measured only 1.2-1.5x float32's speed per point
+there (EEGNeX, resnet18 forward+backward on an AMD EPYC), which does not pay for the float32 control variate.
+``precision: bf16`` still forces it on any device.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import torch
-from torch import Tensor
 
-from cerebro.engine.chunking import ChunkPolicy
-from cerebro.engine.integrated import nested_rule, path_sums
+__all__ = ["PRECISIONS", "DTYPES", "MIN_SPEEDUP", "PrecisionPlan", "PrecisionOptions", "reduced_candidate", "autocast_for",
+           "plan_for", "precision_option", "record_precision"]
 
-__all__ = ["PRECISIONS", "DTYPES", "MIN_SPEEDUP", "PrecisionDecision", "reduced_candidate", "decide_precision"]
-
+T = TypeVar("T")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-#: ``auto`` keeps float32 unless the reduced pass is at least this much faster on the probe.
+_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+#: ``auto`` keeps reduced precision only while the run's measured cost is at most this fraction of float32's.
+PAYING = 0.9
+#: Reduced points must be at least this much faster than float32 points on the first block's measurement.
 MIN_SPEEDUP = 1.25
-#: Samples and points (nested rule) of the probe.
-PROBE_SAMPLES = 4
-PROBE_POINTS = 7
-
-
-@dataclass
-class PrecisionDecision:
-    """What ran, why, and what the probe measured (``None`` where nothing was measured)."""
-
-    requested: str
-    used: str
-    reason: str
-    speedup: float | None = None
-    map_relative_error: float | None = None
-    completeness_shift: float | None = None
-
-    @property
-    def dtype(self) -> torch.dtype | None:
-        """The autocast dtype, or ``None`` for float32."""
-        return None if self.used == "fp32" else DTYPES[self.used]
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def reduced_candidate(device: torch.device) -> tuple[str | None, str]:
-    """The reduced precision worth probing on ``device`` (or ``None``) and why."""
+    """The reduced precision worth trying on ``device`` (or ``None``) and why."""
     if device.type == "cuda":
         if torch.cuda.is_bf16_supported():
             return "bf16", "CUDA device with bf16 support"
         return "fp16", "CUDA device without bf16: fp16"
+    if device.type == "mps":
+        return None, "MPS: float32 (bf16 autocast on MPS needs macOS 14 and is not measured here)"
     if device.type == "cpu":
-        cpu = torch.cpu
-        amx = getattr(cpu, "_is_amx_tile_supported", lambda: False)()
-        avx512_bf16 = getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
-        if amx or avx512_bf16:
-            return "bf16", "CPU with " + ("AMX" if amx else "AVX512-BF16")
+        amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+        if amx:
+            return "bf16", "CPU with AMX"
+        avx512_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
         cap = torch.backends.cpu.get_cpu_capability()
-        return None, f"this CPU has no bf16 instructions (AMX or AVX512-BF16; capability {cap}): float32 is fastest"
-    return None, f"no reduced-precision probe on {device.type}: float32"
+        if avx512_bf16:
+            return None, ("CPU with AVX512-BF16 but no AMX: bf16 is only 1.2-1.5x faster per point there, "
+                          "not enough to pay for float32 corrections: float32")
+        return None, f"this CPU has no bf16 matrix units (AMX; capability {cap}): float32 is fastest"
+    return None, f"no reduced precision on {device.type}: float32"
 
 
-def _timed(fn: Callable[[], Tensor], device: torch.device) -> tuple[Tensor, float]:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    out = fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return out, time.perf_counter() - t0
+def autocast_for(device: torch.device, dtype: torch.dtype | None) -> Any:
+    """``torch.autocast`` for reduced ``dtype`` on ``device``, else a no-op context."""
+    from contextlib import nullcontext
+
+    if dtype in (None, torch.float32):
+        return nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
 
 
-def decide_precision(requested: str, forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Tensor | None,
-                     gap: Tensor, chunk: int, map_tolerance: float = 0.02, completeness_tolerance: float = 0.005
-                     ) -> PrecisionDecision:
-    """Choose the precision of the passes from a probe on the first samples ``x`` (``gap = f(x) - f(base)``).
+class PrecisionPlan:
+    """The precision of one diagnostic's passes over the whole run, decided on measured cost.
 
-    ``fp32`` runs nothing. ``bf16``/``fp16`` are used as asked, with the probe's error recorded. ``auto`` keeps the
-    reduced candidate only if it is at least :data:`MIN_SPEEDUP` faster and within both tolerances.
+    Args:
+        requested: ``auto | fp32 | bf16 | fp16`` (the diagnostic's ``precision`` option).
+        device: where the passes run.
     """
-    if requested == "fp32":
-        return PrecisionDecision(requested, "fp32", "float32 requested")
-    candidate, why = (requested, "requested") if requested != "auto" else reduced_candidate(x.device)
-    if candidate is None:
-        return PrecisionDecision(requested, "fp32", why)
-    k = min(PROBE_SAMPLES, x.shape[0])
-    x, base, gap = x[:k], base[:k], gap[:k]
-    index = None if index is None else index[:k]
-    w, a = nested_rule(PROBE_POINTS)
-    sub, _ = nested_rule(PROBE_POINTS // 2)  # the 3-point level inside the 7 points (every other point)
-    alphas = torch.tensor(a)
-    weights = torch.tensor([w, [sub[i // 2] if i % 2 else 0.0 for i in range(PROBE_POINTS)]])
-    size = max(1, min(chunk, k * PROBE_POINTS))
-    dtype = DTYPES[candidate]
 
-    def run(d: torch.dtype | None) -> Tensor:
-        return path_sums(forward, x, base, index, alphas, weights, ChunkPolicy(size, None, x.device, size), d)
+    def __init__(self, requested: str, device: torch.device) -> None:
+        self.requested, self.device = requested, device
+        if requested == "fp32":
+            candidate, why = None, "float32 requested"
+        elif requested == "auto":
+            candidate, why = reduced_candidate(device)
+        else:
+            candidate, why = requested, f"{requested} requested"
+        self.candidate = candidate
+        self.reason = why
+        self.active = candidate is not None
+        #: seconds and points of every timed pass, per precision name
+        self.seconds: dict[str, float] = {"fp32": 0.0}
+        self.points: dict[str, int] = {"fp32": 0}
+        if candidate is not None:
+            self.seconds[candidate], self.points[candidate] = 0.0, 0
+        self.measured = requested != "auto"  # forced precisions are not judged
+        #: samples finished in reduced precision, finished in float32 after missing in reduced, run in float32
+        self.samples = {"reduced": 0, "fell_back": 0, "fp32": 0}
+        #: float32 points the reduced samples would have cost (their final level), for the cost comparison
+        self.fp32_equivalent_points = 0
+        self.reduced_seconds = 0.0
+        #: float32 seconds per point and reduced speedup measured side by side on the first block (``auto``)
+        self.fp32_per_point: float | None = None
+        self.measured_speedup: float | None = None
+        #: relative L2 distance of reduced-precision maps from float32's, where measured side by side
+        self.map_error: float | None = None
 
-    with torch.enable_grad():
-        for d in (None, dtype):  # warm-up: one point each (kernel selection, autocast caches)
-            path_sums(forward, x[:1], base[:1], None if index is None else index[:1], alphas[:1], weights[:1, :1],
-                      ChunkPolicy(1, None, x.device, 1), d)
-        g32, t32 = _timed(lambda: run(None), x.device)
-        g16, t16 = _timed(lambda: run(dtype), x.device)
-    diff = (x - base).float()
-    # what the nested rule runs: the reduced level plus the fp32 control variate on its 3-point sub-level
-    a32, a16 = (g32[0] * diff).reshape(k, -1), ((g16[0] + g32[1] - g16[1]) * diff).reshape(k, -1)
-    err = ((a16 - a32).norm(dim=1) / a32.norm(dim=1).clamp_min(1e-30)).nan_to_num(nan=float("inf"))
-    err = torch.where(a32.norm(dim=1) > 0, err, (a16 != 0).any(dim=1).float() * float("inf"))
-    shift = ((a16.sum(dim=1) - a32.sum(dim=1)).abs() / gap.abs().clamp_min(1e-12)).nan_to_num(nan=float("inf"))
-    dec = PrecisionDecision(requested, candidate, why, round(t32 / max(t16, 1e-9), 3), float(err.max()),
-                            float(shift.max()))
-    accurate = dec.map_relative_error <= map_tolerance and dec.completeness_shift <= completeness_tolerance
-    if requested != "auto":
-        if not accurate:
-            dec.reason = (f"{candidate} requested; the probe moved the maps by {dec.map_relative_error:.3g} (relative "
-                          f"L2, tolerance {map_tolerance}) and completeness by {dec.completeness_shift:.3g} of "
-                          f"|f(x) - f(b)| (tolerance {completeness_tolerance}): use precision auto or fp32")
-        return dec
-    if dec.speedup is not None and dec.speedup < MIN_SPEEDUP:
-        dec.used, dec.reason = "fp32", f"{why}, but {candidate} measured only {dec.speedup:.2f}x float32's speed"
-    elif not accurate:
-        dec.used, dec.reason = "fp32", (
-            f"{why}, {dec.speedup:.2f}x faster, but {candidate} moved the maps by {dec.map_relative_error:.3g} "
-            f"(tolerance {map_tolerance}) and completeness by {dec.completeness_shift:.3g} (tolerance "
-            f"{completeness_tolerance})")
-    else:
-        dec.reason = f"{why}: {dec.speedup:.2f}x faster and within tolerance of float32 on the probe"
-    return dec
+    @property
+    def dtype(self) -> torch.dtype | None:
+        """The reduced dtype while reduced precision is in use, else ``None`` (float32)."""
+        return DTYPES[self.candidate] if self.active and self.candidate is not None else None
+
+    def timed(self, dtype: torch.dtype | None, points: int, fn: Callable[[], T]) -> T:
+        """Run ``fn`` (a pass over ``points`` points in ``dtype``) and add its wall time to that precision's meter."""
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.synchronize(self.device)
+        t0 = time.perf_counter()
+        out = fn()
+        if cuda:
+            torch.cuda.synchronize(self.device)
+        self.record(dtype, points, time.perf_counter() - t0)
+        return out
+
+    def record(self, dtype: torch.dtype | None, points: int, seconds: float) -> None:
+        """Add a pass of ``points`` points in ``dtype`` that took ``seconds`` to that precision's meter."""
+        name = "fp32" if dtype in (None, torch.float32) else _NAMES[dtype]
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+        self.points[name] = self.points.get(name, 0) + points
+
+    def per_point(self, name: str) -> float | None:
+        """Measured seconds per point in precision ``name`` (``None`` before any pass)."""
+        return self.seconds[name] / self.points[name] if self.points.get(name) else None
+
+    def judge_speed(self, fp32_per_point: float, reduced_per_point: float) -> None:
+        """After the first block's side-by-side passes: keep reduced precision only if its points are clearly
+        faster than float32's (``auto``); forced precisions are only recorded."""
+        self.measured = True
+        self.fp32_per_point = fp32_per_point
+        self.measured_speedup = fp32_per_point / max(reduced_per_point, 1e-12)
+        if self.requested == "auto" and self.active and self.measured_speedup < MIN_SPEEDUP:
+            self.active = False
+            self.reason = (f"{self.reason}, but {self.candidate} measured only {self.measured_speedup:.2f}x "
+                           f"float32's speed per point (needs {MIN_SPEEDUP}x): float32")
+
+    def judge_maps(self, fp32_per_point: float, reduced_per_point: float, map_error: float, tolerance: float) -> None:
+        """After a chunk run in both precisions (methods without a float32 correction): ``auto`` keeps reduced
+        precision only if it is faster and its maps are within ``tolerance`` (relative L2) of float32's."""
+        self.judge_speed(fp32_per_point, reduced_per_point)
+        self.map_error = map_error
+        if map_error > tolerance and self.active:
+            verdict = "float32" if self.requested == "auto" else f"{self.candidate} as requested"
+            self.active = self.requested != "auto"
+            self.reason = (f"{self.reason}; {self.candidate} moved the first chunk's maps by {map_error:.3g} "
+                           f"(relative L2, tolerance {tolerance}): {verdict}")
+        elif self.active:
+            self.reason = (f"{self.reason}: {self.measured_speedup:.2f}x faster per point, maps within "
+                           f"{map_error:.3g} of float32 on the first chunk")
+
+    def account(self, reduced_seconds: float, fp32_equivalent_points: int) -> None:
+        """Add one block's cost of the reduced scheme and the float32 points its samples would have needed; ``auto``
+        falls back to float32 for the rest of the run once the scheme's measured cost stops paying."""
+        self.reduced_seconds += reduced_seconds
+        self.fp32_equivalent_points += fp32_equivalent_points
+        t32 = self.fp32_per_point
+        if self.requested != "auto" or not self.active or t32 is None or not self.fp32_equivalent_points:
+            return
+        ratio = self.reduced_seconds / (t32 * self.fp32_equivalent_points)
+        if ratio > PAYING:
+            self.active = False
+            self.reason = (f"{self.reason}; {self.candidate} stopped paying: its samples cost {ratio:.2f}x what "
+                           f"float32 would have (control variates and float32 fall-backs included): float32 for "
+                           f"the rest of the run")
+
+    @property
+    def used(self) -> str:
+        """What ran: ``fp32``, the reduced name, or ``mixed`` when both finished samples."""
+        if self.candidate is None or self.samples["reduced"] == 0:
+            return "fp32"
+        return self.candidate if self.samples["fp32"] == 0 and self.samples["fell_back"] == 0 else "mixed"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The decision record written to ``summary.json`` (``precision_decision``)."""
+        t32 = self.fp32_per_point
+        cost = (self.reduced_seconds / (t32 * self.fp32_equivalent_points)
+                if t32 and self.fp32_equivalent_points else None)
+        speed = self.measured_speedup
+        return {"requested": self.requested, "candidate": self.candidate, "used": self.used, "reason": self.reason,
+                "speedup_per_point": None if speed is None else round(speed, 3),
+                "reduced_cost_vs_fp32": None if cost is None else round(cost, 3),
+                "map_error_vs_fp32": self.map_error,
+                "samples": dict(self.samples), "points": dict(self.points),
+                "seconds": {k: round(v, 4) for k, v in self.seconds.items()}}
+
+
+def precision_option(owner: str, precision: str, autocast: str | None) -> str:
+    """The precision ``owner`` runs: its ``precision`` option, or the deprecated ``autocast`` alias (warned once).
+
+    Raises:
+        CerebroConfigError: ``autocast`` conflicts with an explicit ``precision``.
+    """
+    import warnings
+
+    from cerebro.errors import CerebroConfigError
+
+    if autocast is None:
+        return precision
+    msg = (f"`{owner}.autocast: {autocast}` is deprecated: use `precision: {autocast}` "
+           "(or precision: auto, which keeps reduced precision only where it pays)")
+    if precision not in ("auto", autocast):
+        raise CerebroConfigError(f"{msg}; it conflicts with precision: {precision}")
+    warnings.warn(msg, FutureWarning, stacklevel=3)
+    return autocast
+
+
+def plan_for(requested: str, nested: bool, device: torch.device) -> PrecisionPlan:
+    """The plan of an IG-family diagnostic: ``auto`` tries reduced precision on the nested rule only (Captum's rules
+    stay float32, equal to ``captum.attr.IntegratedGradients``)."""
+    if requested != "auto" or nested:
+        return PrecisionPlan(requested, device)
+    plan = PrecisionPlan("fp32", device)
+    plan.requested, plan.reason = "auto", ("Captum's rule: float32, equal to captum.attr.IntegratedGradients "
+                                           "(precision auto runs reduced precision on the nested rule only)")
+    return plan
+
+
+def record_precision(out: Any, plan: PrecisionPlan) -> None:
+    """The diagnostic's ``precision`` (what ran: fp32, bf16, fp16 or mixed) and ``precision_decision`` metrics."""
+    out.metric("precision", plan.used)
+    out.metric("precision_decision", plan.as_dict())
+
+
+@dataclass
+class PrecisionOptions:
+    """The ``precision`` options of gradient diagnostics with many points per sample (mixed into their Options)."""
+
+    #: auto | fp32 | bf16 | fp16 inside the model. auto tries bf16/fp16 only where the hardware has fast units (CUDA,
+    #: CPUs with AMX) and keeps it if the first chunk, run in both precisions, is faster and its maps are within
+    #: precision_tolerance of fp32 (the fp32 maps of that chunk are kept); the record is precision_decision.
+    precision: str = field(default="auto", metadata={"choices": PRECISIONS})
+    #: Most relative L2 distance from the fp32 maps that reduced precision may cause.
+    precision_tolerance: float = field(default=0.02, metadata={"min": 0.0})

@@ -21,6 +21,7 @@ from cerebro.report.html import write_html
 from cerebro.report.progress import Progress
 from cerebro.report.writer import ReportWriter, jsonable
 from cerebro.runner.config import AutopsyConfig
+from cerebro.runner.device import device_error_reason
 
 log = logging.getLogger("cerebro")
 
@@ -44,7 +45,7 @@ def _run_one(diag: Diagnostic, ctx: AutopsyContext, writer: ReportWriter) -> dic
             writer.discard(out.artifacts)
             out.artifacts = []
         except Exception as err:  # noqa: BLE001 - isolate every diagnostic; the reason is recorded
-            status, reason = "failed", f"{type(err).__name__}: {err}"
+            status, reason = "failed", device_error_reason(err, ctx.device) or f"{type(err).__name__}: {err}"
             writer.discard(out.artifacts)  # partial files of a failed diagnostic would read as results
             out.artifacts = [writer.write_text(f"{diag.name}.traceback.txt", traceback.format_exc()).name]
             if isinstance(err, torch.cuda.OutOfMemoryError):
