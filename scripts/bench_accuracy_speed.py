@@ -6,7 +6,11 @@ samples and is compared with a 256-step float32 Gauss-Legendre reference:
 
 - Captum ``IntegratedGradients`` at 16/32/50/100 steps, textbook call (``internal_batch_size = N * n_steps``) and
   the best ``internal_batch_size`` (fastest of a short sweep);
-- cerebro's default (nested adaptive rule, ``precision: auto``) and each forced precision (fp32, bf16, fp16).
+- cerebro's default (nested adaptive rule, ``precision: auto``), ``precision: fp32`` (timed beside the default) and
+  each forced reduced precision (bf16, fp16: most points reduced, fp32 corrections and fall-backs).
+
+Models: EEGNeX trained and at random init, the demo regressor, torchvision resnet18 (ReLU), a ViT. Columns also give
+the not-converged count and the largest map distance from cerebro's fp32 run; the first line names the hardware.
 
 Columns: seconds (median of ``--repeats`` interleaved runs for the timed rows), forward+backward evaluations,
 relative L2 error and Spearman of |attr| against the reference (median over samples, and the worst sample's
@@ -40,9 +44,28 @@ from cerebro.demo.model import EEGRegressor  # noqa: E402
 from cerebro.engine.budget import points_per_pass  # noqa: E402
 from cerebro.engine.chunking import ChunkPolicy, clear_cache  # noqa: E402
 from cerebro.engine.integrated import NESTED, integrated_gradients  # noqa: E402
-from cerebro.engine.precision import decide_precision, reduced_candidate  # noqa: E402
+from cerebro.engine.precision import PrecisionPlan, reduced_candidate  # noqa: E402
 from cerebro.engine.ranks import mean_abs_spearman  # noqa: E402
 from cerebro.targets import RegressionTarget, ScalarForward  # noqa: E402
+
+
+def hardware(device: torch.device) -> str:
+    """The CPU model and its bf16 units (AMX, AVX512-BF16), or the CUDA device, and cerebro's reduced candidate."""
+    if device.type == "cuda":
+        what = torch.cuda.get_device_name(device)
+    else:
+        model = "unknown CPU"
+        try:
+            with open("/proc/cpuinfo") as f:
+                model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model)
+        except OSError:
+            pass
+        amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+        bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+        what = (f"{model}, AMX {'yes' if amx else 'no'}, AVX512-BF16 {'yes' if bf16 else 'no'}, "
+                f"capability {torch.backends.cpu.get_cpu_capability()}")
+    cand, why = reduced_candidate(device)
+    return f"{what}; precision auto tries {cand or 'nothing'} ({why})"
 
 
 def sync(device: torch.device) -> None:
@@ -105,6 +128,32 @@ def eegnex(n_train: int, epochs: int) -> tuple[nn.Module, Tensor, str]:
     return model.eval(), x[n_train:], f"braindecode EEGNeX 129x200, trained {epochs} epochs (train MSE {loss:.3f})"
 
 
+def eegnex_random(n_train: int, epochs: int) -> tuple[nn.Module, Tensor, str]:
+    """EEGNeX at random init on N(0, 1) windows (the issue's set B)."""
+    from braindecode.models import EEGNeX
+
+    torch.manual_seed(0)
+    model = EEGNeX(n_chans=129, n_outputs=1, n_times=200, sfreq=100)
+    x = torch.randn(64, 129, 200, generator=torch.Generator().manual_seed(1))
+    return model.eval(), x, "braindecode EEGNeX 129x200, random init, N(0, 1) windows"
+
+
+def resnet18(n_train: int, epochs: int) -> tuple[nn.Module, Tensor, str]:
+    """torchvision resnet18 (ReLU: piecewise-linear, so IG's integrand jumps) on 3x32x32, trained to read a
+    planted square's brightness."""
+    from torchvision.models import resnet18 as tv_resnet18
+
+    torch.manual_seed(0)
+    model = tv_resnet18(num_classes=1)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(n_train + 64, 3, 32, 32, generator=g) * 0.5
+    amp = torch.rand(n_train + 64, generator=g) * 2
+    x[:, :, 4:12, 16:24] += amp.view(-1, 1, 1, 1)
+    y = (0.5 * amp).unsqueeze(1)
+    loss = train_cached("resnet18", model, x[:n_train], y[:n_train], epochs, lr=1e-3)
+    return model.eval(), x[n_train:], f"torchvision resnet18 3x32x32 (ReLU), trained {epochs} epochs (MSE {loss:.3f})"
+
+
 def demo(n_train: int, epochs: int) -> tuple[nn.Module, Tensor, str]:
     torch.manual_seed(0)
     model = EEGRegressor(n_chans=16)
@@ -128,7 +177,7 @@ def vit(n_train: int, epochs: int) -> tuple[nn.Module, Tensor, str]:
     return model.eval(), x[n_train:], f"timm ViT-tiny layout (12 blocks) 3x32x32, trained {epochs} epochs (MSE {loss:.3f})"
 
 
-MODELS = {"eegnex": eegnex, "demo": demo, "vit": vit}
+MODELS = {"eegnex": eegnex, "eegnex_random": eegnex_random, "demo": demo, "resnet18": resnet18, "vit": vit}
 
 
 class Row:
@@ -163,23 +212,19 @@ def captum_row(model: nn.Module, x: Tensor, n_steps: int, internal: int) -> Call
 
 def cerebro_row(model: nn.Module, x: Tensor, precision: str, limit: int, n_steps: int | None = None,
                 method: str = NESTED, info: dict | None = None) -> Callable[[], tuple[Tensor, Tensor, int]]:
-    """What the ``integrated_gradients`` diagnostic does for one block: precision decision, then the engine."""
+    """What the ``integrated_gradients`` diagnostic does for one block: the run's precision plan, then the engine
+    (one chunk policy per precision, as the diagnostic)."""
     fwd = ScalarForward(model, RegressionTarget())
 
     def fn() -> tuple[Tensor, Tensor, int]:
         base = torch.zeros_like(x)
-        dtype = None
-        if precision != "fp32":
-            with torch.no_grad():
-                gap = (fwd(x[:4]) - fwd(base[:4])).float()
-            dec = decide_precision(precision, fwd, x, base, None, gap, chunk=min(limit, 32))
-            dtype = dec.dtype
-            if info is not None:
-                info["decision"] = dec.as_dict()
-        res = integrated_gradients(fwd, x, base, None, n_steps, method, ChunkPolicy(limit, None, x.device),
-                                   tolerance=0.01, max_steps=512, dtype=dtype)
+        plan = PrecisionPlan(precision, x.device)
+        policies: dict = {}
+        res = integrated_gradients(fwd, x, base, None, n_steps, method,
+                                   lambda d: policies.setdefault(d, ChunkPolicy(limit, None, x.device)),
+                                   tolerance=0.01, max_steps=512, plan=plan)
         if info is not None:
-            info["steps"] = res.steps.tolist()
+            info["decision"], info["steps"] = plan.as_dict(), res.steps.tolist()
         return res.attributions, res.delta, res.evaluations
     return fn
 
@@ -219,14 +264,15 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> li
     info: dict = {}
     rows = [Row("cerebro default (nested auto, precision auto)", cerebro_row(model, x, "auto", limit, info=info), True),
             Row("captum 50 steps, textbook ibs=N*50", captum_row(model, x, 50, n * 50), True),
-            Row(f"captum 50 steps, best ibs={best}", captum_row(model, x, 50, best), True)]
+            Row(f"captum 50 steps, best ibs={best}", captum_row(model, x, 50, best), True),
+            Row("cerebro nested auto, precision fp32", cerebro_row(model, x, "fp32", limit), True)]
     for s in steps:
         if s != 50:
             rows.append(Row(f"captum {s} steps, textbook ibs=N*{s}", captum_row(model, x, s, n * s), False))
             rows.append(Row(f"captum {s} steps, best ibs={best}", captum_row(model, x, s, best), False))
     fast, why = reduced_candidate(device)
     precisions = ("fp32", "bf16", "fp16") if fast or args.all_precisions else ("fp32",)
-    for p in precisions:
+    for p in precisions[1:]:
         rows.append(Row(f"cerebro nested auto, precision {p}", cerebro_row(model, x, p, limit), False))
     for rep in range(args.repeats):  # interleaved: the timed rows every repeat, the others once
         for row in rows:
@@ -234,19 +280,25 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> li
                 row.run(device)
     lines = [f"### {desc}", f"{n} samples, device {device}, reference = Gauss-Legendre {ref_steps} steps fp32, "
              f"seconds = median of {args.repeats} interleaved runs for the first three rows",
-             "", "| variant | seconds | evaluations | rel L2 | Spearman med (min) | completeness med | max |",
-             "|---|---|---|---|---|---|---|"]
+             "", "| variant | seconds | evaluations | rel L2 vs ref | Spearman med (min) | completeness med | max | "
+             "not converged (>1%) | max map error vs cerebro fp32 |", "|---|---|---|---|---|---|---|---|---|"]
+    fp32_row = next(r for r in rows if r.name.endswith("precision fp32"))
     for row in rows:
         acc = accuracy(row.attr, row.delta, ref.attr, gap)
         mem = f", peak {row.peak_mb:.0f} MB" if row.peak_mb is not None else ""
+        comp = (row.delta.abs() / gap.abs().clamp_min(1e-12))
+        a, r = row.attr.reshape(n, -1).double(), fp32_row.attr.reshape(n, -1).double()
+        vs32 = float(((a - r).norm(dim=1) / r.norm(dim=1).clamp_min(1e-30)).max())
         lines.append(f"| {row.name} | {statistics.median(row.seconds):.2f}{mem} | {row.evaluations} | "
                      f"{acc['rel_l2']:.2e} | {acc['spearman']:.4f} ({acc['spearman_min']:.4f}) | "
-                     f"{acc['comp_median']:.1e} | {acc['comp_max']:.1e} |")
+                     f"{acc['comp_median']:.1e} | {acc['comp_max']:.1e} | {int((comp > 0.01).sum())} | {vs32:.1e} |")
     t = {r.name: statistics.median(r.seconds) for r in rows}
     d = t[rows[0].name]
     lines += ["", f"speed-up of cerebro's default: {t[rows[1].name] / d:.2f}x vs Captum 50 textbook, "
               f"{t[rows[2].name] / d:.2f}x vs Captum 50 best ibs (per repeat: "
-              f"{', '.join(f'{a / b:.2f}' for a, b in zip(rows[1].seconds, rows[0].seconds))})",
+              f"{', '.join(f'{a / b:.2f}' for a, b in zip(rows[1].seconds, rows[0].seconds))}); "
+              f"{t[rows[3].name] / d:.2f}x vs precision fp32 (per repeat: "
+              f"{', '.join(f'{a / b:.2f}' for a, b in zip(rows[3].seconds, rows[0].seconds))})",
               f"default's precision decision: {info.get('decision')}",
               *([] if len(precisions) > 1 else [f"bf16/fp16 rows skipped ({why}; --all-precisions runs them)"]),
               f"default's steps per sample: {info.get('steps')}", ""]
@@ -305,6 +357,7 @@ def main() -> None:
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {' '.join(load)}")
+    print(f"hardware: {hardware(device)}")
     for name in args.models:
         print("\n".join(bench_model(name, args, device)), flush=True)
     if not args.no_sanity:
