@@ -68,8 +68,9 @@ def judge_agreement(mean_rho: Optional[float], overlap: Optional[float],
 
     Each piece of evidence says ``agree``, ``partly agree`` or ``disagree``: the rank correlation of the mean maps
     (:func:`agreement_word`), the overlap of their concentrated time windows (``agree`` at or above
-    :data:`OVERLAP`, else ``disagree``), and the worst samples (``agree`` when none is below :data:`DISAGREE`,
-    ``disagree`` when all are, ``partly agree`` otherwise). The verdict is ``agree`` when every piece agrees,
+    :data:`OVERLAP`, else ``disagree``), and the worst samples (``agree`` or ``disagree`` when every sample's rank
+    correlation says so by :func:`agreement_word`, ``partly agree`` otherwise). The verdict is ``agree`` when every
+    piece agrees,
     ``disagree`` when every piece disagrees, ``partly agree`` otherwise; so two findings can never state the
     pair both ways.
 
@@ -91,7 +92,8 @@ def judge_agreement(mean_rho: Optional[float], overlap: Optional[float],
                        "overlap": overlap})
     split = [i for i, rho in samples if rho < DISAGREE]
     if samples:
-        says = "agree" if not split else "disagree" if len(split) == len(samples) else "partly agree"
+        each = {agreement_word(rho) for _, rho in samples}
+        says = "agree" if each == {"agree"} else "disagree" if each == {"disagree"} else "partly agree"
         pieces.append({"evidence": "worst_samples", "says": says, "n": len(samples), "split": split,
                        "spearman": [rho for _, rho in samples]})
     words = {p["says"] for p in pieces}

@@ -46,11 +46,12 @@ def _describe(p: dict[str, Any], wa: Optional[dict[str, Any]], wb: Optional[dict
     if p["evidence"] == "mean_maps":
         return f"rank correlation of the mean maps {fmt(p['spearman'], 2)}"
     if p["evidence"] == "time_windows":
-        return f"time windows {span(wa or {})} and {span(wb or {})} overlap {pct(p['overlap'])}"
-    if not p["split"]:
-        return f"rank correlation at least {DISAGREE} on all {p['n']} worst samples"
-    return (f"rank correlation below {DISAGREE} on {len(p['split'])} of the {p['n']} worst samples "
-            f"({', '.join(map(str, p['split']))})")
+        return f"time windows ({span(wa or {})} and {span(wb or {})}) overlap {pct(p['overlap'])}"
+    text = f"rank correlation on the {p['n']} worst samples {', '.join(fmt(r, 2) for r in p['spearman'])}"
+    if p["split"]:
+        text += (f" (below {DISAGREE} on {len(p['split'])} of the {p['n']}: sample"
+                 f"{'s' if len(p['split']) > 1 else ''} {', '.join(map(str, p['split']))})")
+    return text
 
 
 def _pairs(maps: dict[str, Any], gallery: list[Any]) -> list[tuple[str, str]]:
@@ -66,7 +67,7 @@ def _pairs(maps: dict[str, Any], gallery: list[Any]) -> list[tuple[str, str]]:
 def agreement_findings(s: dict[str, Any], located: Located, gallery: list[Any],
                        untrusted: dict[str, str]) -> list[dict[str, Any]]:
     """One finding per pair of methods with comparable maps: ``agree``, ``partly agree`` or ``disagree``, with the
-    evidence for and against; a warning when they disagree or part ways on a worst sample."""
+    evidence for and against; a warning when both may be read and they disagree or part ways on a worst sample."""
     maps, found = located
     out = []
     for a, b in _pairs(maps, gallery):
@@ -79,20 +80,22 @@ def agreement_findings(s: dict[str, Any], located: Located, gallery: list[Any],
         pro = [_describe(p, wa, wb) for p in j["pieces"] if p["says"] != "disagree"]
         con = [_describe(p, wa, wb) for p in j["pieces"] if p["says"] == "disagree"]
         if j["verdict"] == "partly agree" and pro and con:
-            facts = f"{'; '.join(pro)}; but {'; '.join(con)}"
+            facts = f"{'; '.join(pro)}; but {' and '.join(con)}"
         else:
             facts = "; ".join(pro + con)
-        text = (f"{a} and {b} {j['verdict']} on where the evidence is: {facts} (a rank correlation agrees at "
-                f"{AGREE} or above and disagrees below {DISAGREE}"
+        text = (f"{a} and {b} {j['verdict']} on where the evidence is: {facts}. Thresholds: a rank correlation "
+                f"agrees at {AGREE} or above and disagrees below {DISAGREE}"
                 + (f"; time windows agree when they overlap at least {pct(OVERLAP)}" if overlap is not None else "")
-                + ").")
-        warn = j["verdict"] == "disagree" or bool(j["split"])
+                + ".")
+        ruled_out = [m for m in (a, b) if m in untrusted]
+        # a disagreement matters when both maps may be read; with a map ruled out, it only tells what is known
+        warn = not ruled_out and (j["verdict"] == "disagree" or bool(j["split"]))
         if warn:
             text += (" Compare their maps in the gallery before trusting either." if j["split"] else
                      " Compare their maps before trusting either.")
-        for m in (a, b):
-            if m in untrusted:
-                text += f" Do not read {m} ({untrusted[m]}): agreeing with it vouches for nothing."
+        for m in ruled_out:
+            text += (f" {m} is not to be read anyway ({untrusted[m]})." if j["verdict"] == "disagree" else
+                     f" Do not read {m} ({untrusted[m]}): agreeing with it vouches for nothing.")
         out.append(finding("agreement", "warning" if warn else "info", text, None, "gallery" if j["split"] else
                            f"d-{a}", methods=[a, b], verdict=j["verdict"], spearman=rho, overlap=overlap,
                            worst_split=j["split"] or None, worst_n=j["n_samples"] or None))
