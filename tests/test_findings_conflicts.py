@@ -206,3 +206,18 @@ def test_the_checker_catches_what_the_old_rules_said() -> None:
             "text": "activations: dead layer: net.3."}]
     assert contradictions(old) == [f"{IG} and {GC} said to agree and disagree", "healthy and flagged",
                                    "'no dead or saturated layers' next to a flag"]
+
+
+def test_agreeing_with_a_map_faithfulness_rules_out_vouches_for_nothing(tmp_path) -> None:
+    diags = _maps_on_disk(tmp_path, {IG: 40, GC: 40}, {IG: 37, GC: 37})
+    s = _summary(**diags, faithfulness={"metrics": {"recommended": IG, "methods": {
+        IG: {"score": 0.3, "verdict": "trust"},
+        GC: {"score": 0.0, "verdict": "do_not_read", "verdict_reason": "no more faithful than random order"}}}})
+    found = compute_findings(s, tmp_path)
+    assert contradictions(found) == [], found
+    (pair,) = [f for f in found if f["kind"] == "agreement"]
+    assert pair["evidence"]["verdict"] == "agree" and pair["severity"] == "info"
+    assert pair["text"].endswith(f"Do not read {GC} (faithfulness: do not read (no more faithful than random "
+                                 "order)): agreeing with it vouches for nothing.")
+    (ev,) = [f for f in found if f["kind"] == "evidence" and f["diagnostic"] == GC]
+    assert ev["severity"] == "warning" and ev["evidence"]["trusted"] is False
