@@ -50,7 +50,7 @@ def compute_findings(summary: dict[str, Any], root: str | Path | None = None) ->
     rules: list[Callable[[], list[dict[str, Any]]]] = [
         lambda: quality_findings(summary), lambda: sanity_findings(summary, methods),
         lambda: faithfulness_findings(summary), lambda: evidence_findings(located(), untrusted),
-        lambda: agreement_findings(summary, located(), gallery, untrusted), lambda: spectral_findings(summary),
+        lambda: agreement_findings(located(), gallery, untrusted), lambda: spectral_findings(summary),
         lambda: failure_findings(summary), lambda: health_findings(summary), lambda: run_findings(summary)]
     out: list[dict[str, Any]] = []
     for rule in rules:

@@ -64,8 +64,7 @@ def _pairs(maps: dict[str, Any], gallery: list[Any]) -> list[tuple[str, str]]:
     return pairs
 
 
-def agreement_findings(s: dict[str, Any], located: Located, gallery: list[Any],
-                       untrusted: dict[str, str]) -> list[dict[str, Any]]:
+def agreement_findings(located: Located, gallery: list[Any], untrusted: dict[str, str]) -> list[dict[str, Any]]:
     """One finding per pair of methods with comparable maps: ``agree``, ``partly agree`` or ``disagree``, with the
     evidence for and against; a warning when both may be read and they disagree or part ways on a worst sample."""
     maps, found = located
@@ -74,7 +73,8 @@ def agreement_findings(s: dict[str, Any], located: Located, gallery: list[Any],
         rho = map_agreement(maps[a], maps[b]) if a in maps and b in maps else None
         wa, wb = (found.get(a) or {}).get("window"), (found.get(b) or {}).get("window")
         overlap = _overlap(wa, wb)
-        j = judge_agreement(rho, overlap, _samples(gallery, a, b))
+        samples = _samples(gallery, a, b)
+        j = judge_agreement(rho, overlap, samples)
         if j["verdict"] is None:
             continue
         pro = [_describe(p, wa, wb) for p in j["pieces"] if p["says"] != "disagree"]
@@ -98,5 +98,6 @@ def agreement_findings(s: dict[str, Any], located: Located, gallery: list[Any],
                      f" Do not read {m} ({untrusted[m]}): agreeing with it vouches for nothing.")
         out.append(finding("agreement", "warning" if warn else "info", text, None, "gallery" if j["split"] else
                            f"d-{a}", methods=[a, b], verdict=j["verdict"], spearman=rho, overlap=overlap,
-                           worst_split=j["split"] or None, worst_n=j["n_samples"] or None))
+                           worst_split=j["split"] or None, worst_n=j["n_samples"] or None,
+                           worst_spearman=[r for _, r in samples] or None))
     return out
