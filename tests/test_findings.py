@@ -19,6 +19,7 @@ from cerebro import run_autopsy
 from cerebro.demo import PLANTED_CHANNELS, PLANTED_WINDOW, make_eeg_dataset
 from cerebro.diagnostics.attribution import AttributionDiagnostic
 from cerebro.report.findings import compute_findings, display_status, finding_key, strip_numbers
+from tests.findings_checks import contradictions
 
 NAMES = ["Fp1", "Fp2", "F3", "F4", "C3", "C4", "P3", "P4"]
 SFREQ = 100.0
@@ -191,3 +192,13 @@ def test_numbers_are_stripped_to_match_findings() -> None:
     a = {"kind": "failing_group", "diagnostic": "failure_modes", "text": "subject = 3 fails: mean error 0.31"}
     assert finding_key(a) == finding_key({**a, "text": "subject = 3 fails: mean error 0.42"})
     assert finding_key(a) != finding_key({**a, "text": "site = 3 fails: mean error 0.42"})
+
+
+def test_the_findings_of_a_real_autopsy_never_state_a_relation_both_ways(planted) -> None:
+    summary, _ = planted
+    assert contradictions(summary["findings"]) == [], summary["findings"]
+    (pair,) = _of(summary, "agreement")  # the mean maps and the gallery's worst samples judged together, once
+    assert pair["evidence"]["methods"] == ["integrated_gradients", "input_copy_explainer"]
+    assert pair["evidence"]["worst_n"] == len(summary["gallery"]) == 3
+    assert "input_copy_explainer is not to be read anyway (failed sanity checks" in pair["text"]
+    assert pair["severity"] == "info" and not _of(summary, "gallery_disagreement")  # the broken one is ruled out

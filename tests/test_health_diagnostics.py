@@ -128,8 +128,8 @@ def test_predictions_classifier_at_or_below_majority_is_flagged(tmp_path):
                   target="classification")["diagnostics"]["predictions"]
     assert rec["metrics"]["accuracy"] == pytest.approx(0.5)
     assert rec["metrics"]["majority_class_accuracy"] == pytest.approx(5 / 8)
-    assert rec["flags"] == ["no better than predicting the majority class: accuracy 0.500 <= majority-class "
-                            "accuracy 0.625 (class 0)"]
+    assert rec["flags"] == ["below the majority-class baseline: accuracy 0.500 vs 0.625 for always predicting the "
+                            "majority class (class 0)"]
     better = autopsy(Lookup(), (nn.functional.one_hot(y, 3).float(), y), tmp_path / "high", ["predictions"],
                      target="classification")["diagnostics"]["predictions"]
     assert better["metrics"]["accuracy"] == 1.0 and better["flags"] == []
@@ -139,7 +139,10 @@ def test_predictions_classification_constant_flag(tmp_path):
     logits = torch.tensor([[0.0, 5.0, 1.0]]).repeat(6, 1)
     rec = autopsy(Lookup(), (logits, torch.tensor([0, 1, 2, 1, 0, 1])), tmp_path, ["predictions"],
                   target="classification")["diagnostics"]["predictions"]
-    assert rec["flags"] == ["constant predictions: every sample predicted as class 1"]
+    # always the majority class: constant, and exactly at (not below) the majority-class baseline
+    assert rec["flags"] == ["constant predictions: every sample predicted as class 1",
+                            "no better than the majority-class baseline: accuracy 0.500 vs 0.500 for always "
+                            "predicting the majority class (class 1)"]
     assert rec["metrics"]["accuracy"] == pytest.approx(0.5)
     assert rec["metrics"]["per_class_accuracy"] == [0.0, 1.0, 0.0]
 

@@ -7,6 +7,7 @@ import numpy as np
 from cerebro.diagnostics.base import Diagnostic
 from cerebro.engine.context import AutopsyContext
 from cerebro.registry import register_diagnostic
+from cerebro.report.evidence import baseline_flag
 from cerebro.report.figures import heatmap, new_figure
 from cerebro.report.writer import DiagnosticOutput
 
@@ -32,7 +33,8 @@ def regression_metrics(pred: np.ndarray, y: np.ndarray) -> dict[str, float | Non
 @register_diagnostic("predictions")
 class Predictions(Diagnostic):
     """Regression: RMSE, nRMSE, MAE, R^2, Pearson r for the model and for mean/median predictors.
-    Classification: accuracy, per-class accuracy and the confusion matrix."""
+    Classification: accuracy, per-class accuracy and the confusion matrix, against the majority-class baseline
+    (one flag at or below it, constant classifier or not)."""
 
     def run(self, ctx: AutopsyContext, out: DiagnosticOutput) -> None:
         pred = ctx.predictions().numpy()
@@ -79,7 +81,11 @@ class Predictions(Diagnostic):
             for key in ("rmse", "nrmse", "mae", "r2"):
                 out.metric(f"{name}_predictor_{key}", base[key])
         out.metric("prediction_std", float(np.std(pred)))
-        if pred.size >= 2 and np.std(pred) < 1e-8 * max(1.0, float(np.std(y))):
+        constant = pred.size >= 2 and np.std(pred) < 1e-8 * max(1.0, float(np.std(y)))
+        out.metric("constant_predictions", bool(constant))
+        # a constant regressor is never better than the mean (the best constant), so its flag stands for both; the
+        # findings' model_quality states both facts (cerebro.report.findings.quality)
+        if constant:
             out.flag("constant predictions: the model outputs the same value for every sample")
         elif out.metrics["rmse"] is not None and out.metrics["rmse"] >= out.metrics["mean_predictor_rmse"]:
             out.flag("no better than predicting the mean: rmse >= mean-predictor rmse")
@@ -110,12 +116,16 @@ class Predictions(Diagnostic):
         counts = np.bincount(y, minlength=k)
         majority = int(np.argmax(counts))
         majority_accuracy = float(counts[majority] / len(y))
+        out.metric("majority_class", majority)
         out.metric("majority_class_accuracy", majority_accuracy)
         out.metric("per_class_accuracy", [float(cm[i, i] / counts[i]) if counts[i] else None for i in range(k)])
-        if pred.size >= 2 and np.unique(pred).size == 1:
+        constant = pred.size >= 2 and np.unique(pred).size == 1
+        out.metric("constant_class", int(pred[0]) if constant else None)
+        if constant:
             out.flag(f"constant predictions: every sample predicted as class {int(pred[0])}")
-        elif pred.size >= 2 and np.unique(y).size > 1 and accuracy <= majority_accuracy:
-            # the classification twin of "no better than predicting the mean"
-            out.flag(f"no better than predicting the majority class: accuracy {accuracy:.3f} <= majority-class "
-                     f"accuracy {majority_accuracy:.3f} (class {majority})")
+        # One baseline check for every classifier, constant or not (a constant one can sit below the baseline when
+        # it predicts a minority class); with a single class in the labels the baseline is trivially 100%.
+        baseline = baseline_flag(accuracy, majority_accuracy, majority) if np.unique(y).size > 1 else None
+        if pred.size >= 2 and baseline:
+            out.flag(baseline)
         out.figure(heatmap(cm, "confusion matrix", "predicted class", "true class", cmap="Blues"), "confusion")

@@ -1,5 +1,6 @@
-"""Where a mean attribution map puts the evidence, and whether two maps agree: the numbers behind the findings and
-the gallery's disagreement notes.
+"""Where a mean attribution map puts the evidence, whether two methods agree, and where a classifier stands against
+its majority-class baseline: the numbers and the one judgement per topic behind the findings, the gallery's
+agreement notes and the ``predictions`` flags.
 
 Pure numpy on the maps ``summary.json`` points to (``arrays/<diagnostic>/mean_abs_attribution.npy``); the layout of a
 map is read from its shape against the input shape: ``(C, T)`` channel x time signals, ``(1, T)`` time-only layer
@@ -15,12 +16,17 @@ import numpy as np
 
 from cerebro.engine.ranks import spearman
 
-__all__ = ["AGREE", "DISAGREE", "common_view", "map_agreement", "time_window", "standouts", "map_evidence"]
+__all__ = ["AGREE", "DISAGREE", "OVERLAP", "BARELY", "common_view", "map_agreement", "agreement_word",
+           "judge_agreement", "majority_baseline", "baseline_flag", "time_window", "standouts", "map_evidence"]
 
 #: Rank correlation of two maps (on their common view) at or above which methods are said to agree.
 AGREE = 0.5
 #: Below this, they are said to disagree (between the two: they partly agree).
 DISAGREE = 0.3
+#: Two concentrated time windows agree when their intersection is at least this share of their union.
+OVERLAP = 0.3
+#: A classifier less than this much accuracy above its majority-class baseline only "barely beats" it.
+BARELY = 0.05
 
 
 def _squeeze_leading(m: np.ndarray) -> np.ndarray:
@@ -48,6 +54,76 @@ def map_agreement(a: np.ndarray, b: np.ndarray) -> Optional[float]:
     """Spearman rank correlation of ``|a|`` and ``|b|`` on their :func:`common_view`; None when not comparable."""
     view = common_view(a, b)
     return None if view is None else spearman(*view)
+
+
+def agreement_word(rho: float) -> str:
+    """``agree`` (``rho >= AGREE``), ``disagree`` (``rho < DISAGREE``) or ``partly agree``: the one reading of a rank
+    correlation, for the mean maps and for each worst sample alike."""
+    return "agree" if rho >= AGREE else "disagree" if rho < DISAGREE else "partly agree"
+
+
+def judge_agreement(mean_rho: Optional[float], overlap: Optional[float],
+                    samples: Sequence[tuple[Any, float]] = ()) -> dict[str, Any]:
+    """One verdict for one pair of methods from all the evidence there is about it.
+
+    Each piece of evidence says ``agree``, ``partly agree`` or ``disagree``: the rank correlation of the mean maps
+    (:func:`agreement_word`), the overlap of their concentrated time windows (``agree`` at or above
+    :data:`OVERLAP`, else ``disagree``), and the worst samples (``agree`` or ``disagree`` when every sample's rank
+    correlation says so by :func:`agreement_word`, ``partly agree`` otherwise). The verdict is ``agree`` when every
+    piece agrees,
+    ``disagree`` when every piece disagrees, ``partly agree`` otherwise; so two findings can never state the
+    pair both ways.
+
+    Args:
+        mean_rho: rank correlation of the two mean maps, None when they are not comparable.
+        overlap: intersection over union of their concentrated time windows, None when either has none.
+        samples: ``(dataset index, rank correlation)`` of the two maps over each worst sample.
+
+    Returns:
+        ``{"verdict", "pieces": [{"evidence": "mean_maps" | "time_windows" | "worst_samples", "says", ...}],
+        "split": [indices of the worst samples below DISAGREE], "n_samples"}``; ``verdict`` is None when there is no
+        evidence at all.
+    """
+    pieces: list[dict[str, Any]] = []
+    if mean_rho is not None:
+        pieces.append({"evidence": "mean_maps", "says": agreement_word(mean_rho), "spearman": mean_rho})
+    if overlap is not None:
+        pieces.append({"evidence": "time_windows", "says": "agree" if overlap >= OVERLAP else "disagree",
+                       "overlap": overlap})
+    split = [i for i, rho in samples if rho < DISAGREE]
+    if samples:
+        each = {agreement_word(rho) for _, rho in samples}
+        says = "agree" if each == {"agree"} else "disagree" if each == {"disagree"} else "partly agree"
+        pieces.append({"evidence": "worst_samples", "says": says, "n": len(samples), "split": split,
+                       "spearman": [rho for _, rho in samples]})
+    words = {p["says"] for p in pieces}
+    verdict = None if not pieces else "agree" if words == {"agree"} else "disagree" if words == {"disagree"} \
+        else "partly agree"
+    return {"verdict": verdict, "pieces": pieces, "split": split, "n_samples": len(samples)}
+
+
+def majority_baseline(accuracy: float, majority_accuracy: float) -> str:
+    """Where a classifier stands against always predicting the majority class: ``below``, ``at``, ``barely``
+    (less than :data:`BARELY` above) or ``above``; the same verdict for a constant classifier and any other.
+
+    Both accuracies are counts over the same ``n`` samples divided by ``n``: equal counts give bit-identical floats
+    and different counts differ by at least ``1 / n``, so comparing them exactly is exact."""
+    if accuracy < majority_accuracy:
+        return "below"
+    if accuracy == majority_accuracy:
+        return "at"
+    return "barely" if accuracy < majority_accuracy + BARELY else "above"
+
+
+def baseline_flag(accuracy: float, majority_accuracy: float, majority_class: int) -> Optional[str]:
+    """The ``predictions`` flag of a classifier at or below its majority-class baseline (None above it), naming the
+    accuracy, the majority-class accuracy and the majority class."""
+    verdict = majority_baseline(accuracy, majority_accuracy)
+    if verdict not in ("below", "at"):
+        return None
+    head = "below the majority-class baseline" if verdict == "below" else "no better than the majority-class baseline"
+    return (f"{head}: accuracy {accuracy:.3f} vs {majority_accuracy:.3f} for always predicting the majority class "
+            f"(class {majority_class})")
 
 
 def _smooth(p: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from cerebro.engine.context import AutopsyContext
-from cerebro.report.evidence import DISAGREE, map_agreement
+from cerebro.report.evidence import DISAGREE, agreement_word, map_agreement
 from cerebro.report.findings import untrusted_methods
 from cerebro.report.overlays import fits, methods_figure, sample_figure
 from cerebro.report.writer import ReportWriter
@@ -24,12 +24,14 @@ __all__ = ["write_gallery", "agreement"]
 
 def agreement(maps: dict[str, np.ndarray]) -> list[dict[str, Any]]:
     """Pairwise rank correlation of one sample's maps (on their common view, e.g. time courses for a channel x time
-    map against a time-only layer map); ``disagree`` when it is below :data:`DISAGREE`."""
+    map against a time-only layer map); ``disagree`` when it is below :data:`DISAGREE`, ``verdict`` the same word
+    the agreement finding uses (:func:`cerebro.report.evidence.agreement_word`)."""
     out = []
     for a, b in combinations(maps, 2):
         rho = map_agreement(maps[a], maps[b])
         if rho is not None:
-            out.append({"methods": [a, b], "spearman": rho, "disagree": rho < DISAGREE})
+            out.append({"methods": [a, b], "spearman": rho, "disagree": rho < DISAGREE,
+                        "verdict": agreement_word(rho)})
     return out
 
 

@@ -136,7 +136,7 @@ def _gallery(writer: ReportWriter, s: dict[str, Any]) -> str:
         notes = []
         for a in it.get("agreement") or []:
             rho = a.get("spearman")
-            word = "disagree" if a.get("disagree") else "agree"
+            word = a.get("verdict") or ("disagree" if a.get("disagree") else "agree")  # the findings' own word
             cls = "warning" if a.get("disagree") else "ok"
             notes.append(f"<p class='{cls}'>{escape(' and '.join(a['methods']))} {word} on this sample (rank "
                          f"correlation of the maps {escape(fmt(rho, 2))}"
