@@ -168,6 +168,13 @@ def _compose(overrides: list[str]) -> DictConfig:
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="cerebro-autopsy"):
             return compose(config_name="autopsy_script", overrides=overrides)
+    except ValueError as err:  # OmegaConf.update of a key inside a list: int('gradients')
+        if not any(o.lstrip("+~").startswith("autopsy.diagnostics.") for o in overrides):
+            raise
+        raise CerebroConfigError(
+            f"autopsy.diagnostics is a list here ({err}): write each diagnostic's options in the list, "
+            "'autopsy.diagnostics=[predictions,{integrated_gradients:{n_steps:16}}]', or edit the mapping form with "
+            "autopsy.diagnostics.NAME.KEY=VALUE without a list (see cerebro-autopsy --help)") from None
     except (HydraException, OmegaConfBaseException) as err:
         lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
         cause = err.__cause__

@@ -112,3 +112,11 @@ def test_script_list_form_runs_exactly_the_list_with_the_presets_options(trained
     old = _cfg(["checkpoint=x.ckpt", "model=a.B", "data={_target_: a.C}", "~autopsy/diagnostics",
                 "+autopsy.diagnostics=[predictions,saliency]"])
     assert "preset_diagnostics" not in old.autopsy and list(old.autopsy.diagnostics) == ["predictions", "saliency"]
+
+
+def test_mixing_the_list_and_mapping_forms_on_the_command_line_is_one_clear_error() -> None:
+    required = ["checkpoint=x.ckpt", "model=a.B", "data={_target_: a.C}"]
+    with pytest.raises(CerebroConfigError, match=r"autopsy.diagnostics is a list here .*\{integrated_gradients:"):
+        _cfg([*required, "autopsy.diagnostics=[predictions]", "~autopsy.diagnostics.gradients"])
+    with pytest.raises(CerebroConfigError, match="a list and a mapping of autopsy.diagnostics cannot be merged"):
+        _cfg([*required, "~autopsy.diagnostics.gradients", "autopsy.diagnostics=[predictions]"])
