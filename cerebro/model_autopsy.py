@@ -181,7 +181,8 @@ class ModelAutopsy(Callback):
             raise CerebroConfigError(f"`output_dir` must be a path or None, got {output_dir!r}")
         if device is not None:
             resolve_device(device)
-        self.config = build_config(layer_diagnostics(diagnostics, preset_diagnostics), target, max_samples, batch_size, sampling, seed, fail_on_error,
+        self.config = build_config(layer_diagnostics(diagnostics, preset_diagnostics), target, max_samples,
+                                   batch_size, sampling, seed, fail_on_error,
                                    input_key, target_key, memory_budget_mb, eeg, time_budget_s,
                                    total_time_budget_s, resume, output_key, weights_only, tokens)
         check_positive_int("every_n_epochs", every_n_epochs, allow_none=True)

@@ -256,7 +256,8 @@ def test_both_yaml_forms_on_every_preset_with_no_extra_line(tmp_path: Path, pres
                                    {"gradients": base["gradients"]}])
     assert [d.name for d in instantiate(as_list.autopsy).config.diagnostics] == [
         "predictions", "integrated_gradients", "gradients"]
-    as_map = _app_compose(_user_app(tmp_path / "map", preset, "{integrated_gradients: {n_steps: 32}, gradients: false}"))
+    as_map = _app_compose(_user_app(tmp_path / "map", preset,
+                                    "{integrated_gradients: {n_steps: 32}, gradients: false}"))
     assert _ran(as_map) == _runs({**base, "integrated_gradients": ig, "gradients": False})
     # every other key of the preset is kept (eeg_regression's sfreq, transformer's target, ...)
     plain = _compose(f"autopsy/{preset}").autopsy
