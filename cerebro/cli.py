@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
+from cerebro.config import diagnostics_overrides, layer_diagnostics
 from cerebro.errors import CerebroConfigError
 from cerebro.model_autopsy import SPLITS
 from cerebro.model_source import CheckpointInfo, load_checkpoint, matching_state_dict
@@ -48,13 +49,16 @@ required:
 options:
   output_dir=DIR           report folder (default: autopsy)
   device=auto|cpu|cuda[:k]|mps  where to run (default auto: cuda, then mps, then cpu)
-  autopsy=NAME             the diagnostics set: default, eeg_regression (the default here), attribution_family,
+  autopsy=NAME             the preset: default, eeg_regression (the default here), attribution_family,
                            transformer, or a YAML of your own in autopsy/ of a Hydra search path
-  autopsy.KEY=VALUE        any option of the set, e.g. autopsy.max_samples=512 autopsy.split=test
+  autopsy.KEY=VALUE        any option of the preset, e.g. autopsy.max_samples=512 autopsy.split=test
                            autopsy.target=classification autopsy.diagnostics.integrated_gradients.n_steps=16
   ~autopsy.diagnostics.X   drop diagnostic X (or autopsy.diagnostics.X=false)
-  ~autopsy/diagnostics '+autopsy.diagnostics=[predictions,saliency]'
-                           replace the set's diagnostics by a list (run exactly these, in this order)
+  'autopsy.diagnostics=[predictions,{integrated_gradients:{n_steps:16}}]'
+                           run exactly these diagnostics, in this order, each with the preset's options
+                           overlaid by the ones given
+  autopsy/preset_diagnostics=NAME
+                           another preset's diagnostics, e.g. autopsy/preset_diagnostics=attribution_family
   --cfg                    print the composed configuration and exit
   -h, --help               show this message and exit
 
@@ -141,6 +145,7 @@ def run_from_config(cfg: DictConfig) -> dict[str, Any]:
     split = auto.get("split", "val")
     if split not in SPLITS:
         raise CerebroConfigError(f"`autopsy.split` can be one of {list(SPLITS)}, got {split!r}")
+    auto["diagnostics"] = layer_diagnostics(auto.get("diagnostics"), auto.pop("preset_diagnostics", None))
     config = build_config(**{k: v for k, v in auto.items() if k not in _CALLBACK_ONLY})
     model = build_model(cfg.model, ckpt, weights_only=not trusted)
     matching_state_dict(model, ckpt, not trusted)  # a class that does not match its weights fails here, before any data work
@@ -156,19 +161,28 @@ def run_from_config(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _compose(overrides: list[str]) -> DictConfig:
-    """The ``autopsy_script`` config with the command line's overrides; Hydra's errors become config errors."""
+    """The ``autopsy_script`` config with the command line's overrides (their ``autopsy.diagnostics`` shorthands
+    spelled out by :func:`cerebro.config.diagnostics_overrides`); Hydra's errors become config errors."""
+    overrides = diagnostics_overrides(overrides)
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3", job_name="cerebro-autopsy"):
             return compose(config_name="autopsy_script", overrides=overrides)
+    except ValueError as err:  # OmegaConf.update of a key inside a list: int('gradients')
+        if not any(o.lstrip("+~").startswith("autopsy.diagnostics.") for o in overrides):
+            raise
+        raise CerebroConfigError(
+            f"autopsy.diagnostics is a list here ({err}): write each diagnostic's options in the list, "
+            "'autopsy.diagnostics=[predictions,{integrated_gradients:{n_steps:16}}]', or edit the mapping form with "
+            "autopsy.diagnostics.NAME.KEY=VALUE without a list (see cerebro-autopsy --help)") from None
     except (HydraException, OmegaConfBaseException) as err:
         lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
         cause = err.__cause__
         if cause is not None and str(cause).strip():  # e.g. "Key 'foo' is not in struct" under "Could not override"
             lines.append(str(cause).strip().splitlines()[0])
         text = " ".join(dict.fromkeys(ln for ln in lines if not ln.startswith("See https://")))
-        if "Cannot merge DictConfig with ListConfig" in text and "diagnostics" in " ".join(overrides):
-            text = ("a list cannot be merged onto the set's diagnostics mapping: drop the set's diagnostics first, "
-                    "~autopsy/diagnostics '+autopsy.diagnostics=[predictions,saliency]'")
+        if "Cannot merge" in text and "diagnostics" in " ".join(overrides):
+            text = ("a list and a mapping of autopsy.diagnostics cannot be merged: give one form, or replace the "
+                    "earlier one with ~autopsy.diagnostics '+autopsy.diagnostics=[predictions,saliency]'")
         raise CerebroConfigError(f"{text[:600]} (see cerebro-autopsy --help)") from None
 
 

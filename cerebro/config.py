@@ -1,7 +1,9 @@
-"""Parse the diagnostics list from Python, YAML or Hydra into validated :class:`Diagnostic` instances."""
+"""Parse the diagnostics list from Python, YAML or Hydra into validated :class:`Diagnostic` instances, and lay a
+user's diagnostics over a preset's (:func:`layer_diagnostics`)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -12,7 +14,7 @@ from cerebro.errors import CerebroConfigError
 from cerebro.plain import to_plain
 from cerebro.registry import get_diagnostic
 
-__all__ = ["parse_diagnostics", "DEFAULT_DIAGNOSTICS"]
+__all__ = ["parse_diagnostics", "layer_diagnostics", "diagnostics_overrides", "DEFAULT_DIAGNOSTICS"]
 
 #: The six core diagnostics, in the order they run.
 DEFAULT_DIAGNOSTICS = ("predictions", "gradients", "activations", "failure_modes", "integrated_gradients", "layer_gradcam")
@@ -87,3 +89,90 @@ def run_order(diagnostics: list[Diagnostic]) -> list[Diagnostic]:
         ordered.append(ready)
         pending.remove(ready)
     return ordered
+
+
+def _merged(base: Any, change: Any) -> Any:
+    """``change`` deep-merged onto ``base`` as OmegaConf merges: mappings key by key, anything else replaces."""
+    if isinstance(base, Mapping) and isinstance(change, Mapping):
+        out = dict(base)
+        for key, value in change.items():
+            out[key] = _merged(out[key], value) if key in out else value
+        return out
+    return change
+
+
+def layer_diagnostics(diagnostics: Any, preset: Any) -> Any:
+    """The diagnostics spec that runs when ``diagnostics`` (the user's) is laid over ``preset`` (a preset's mapping
+    ``{name: options}``, e.g. the Hydra config group ``autopsy/preset_diagnostics``).
+
+    * ``preset`` None: ``diagnostics`` unchanged (the Python API, and YAMLs without a preset).
+    * ``diagnostics`` None: the preset's mapping.
+    * a mapping: the preset's mapping merged with it, as Hydra merges YAMLs (``name: false`` switches one off,
+      ``name: null`` resets it to the diagnostic's own defaults), in the preset's order, new names after.
+    * a list (or one name): exactly the listed diagnostics, in that order, each with the preset's options for it
+      overlaid by the entry's own (``name`` or ``{name: null}`` takes the preset's options as they are).
+
+    Raises:
+        CerebroConfigError: a preset that is not a mapping of names, or an interpolation that does not resolve.
+    """
+    preset = to_plain(preset, "`preset_diagnostics`")
+    if preset is None:
+        return diagnostics
+    if not isinstance(preset, Mapping):
+        raise CerebroConfigError(f"`preset_diagnostics` must be a mapping {{name: {{options}}}} (a preset's "
+                                 f"diagnostics), got {type(preset).__name__}: {preset!r}")
+    preset = {str(k): v for k, v in preset.items()}
+    diagnostics = to_plain(diagnostics, "`diagnostics`")
+    if diagnostics is None:
+        return preset
+    if isinstance(diagnostics, Mapping):
+        return _merged(preset, diagnostics)
+    if isinstance(diagnostics, str):
+        diagnostics = [diagnostics]
+    if not isinstance(diagnostics, Sequence):
+        return diagnostics  # parse_diagnostics names the wrong type
+
+    def options(name: Any) -> dict[str, Any]:
+        base = preset.get(str(name))
+        return dict(base) if isinstance(base, Mapping) else {}
+
+    listed: list[Any] = []
+    for item in diagnostics:
+        if isinstance(item, str):
+            listed.append({item: options(item)})
+        elif isinstance(item, Mapping) and len(item) == 1:
+            (name, value), = item.items()
+            base = options(name)
+            listed.append({name: base if value is None or value is True else
+                           _merged(base, value) if isinstance(value, Mapping) else value})
+        else:
+            listed.append(item)  # a Diagnostic instance, or something parse_diagnostics explains
+    return listed
+
+
+#: Command-line edits of ``autopsy.diagnostics`` that ``cerebro-autopsy`` and ``cerebro-demo`` accept as shorthands.
+_EDIT = re.compile(r"autopsy\.diagnostics\.[^=~+]+=.*", re.DOTALL)
+_DROP = re.compile(r"~autopsy\.diagnostics\.([A-Za-z_][A-Za-z0-9_]*)")
+_GROUP = re.compile(r"(~?)autopsy/diagnostics(=.*)?", re.DOTALL)
+
+
+def diagnostics_overrides(overrides: Sequence[str]) -> list[str]:
+    """Hydra overrides with the shorthands of ``cerebro-autopsy`` and ``cerebro-demo`` spelled out.
+
+    The composed ``autopsy.diagnostics`` is null until something sets it (the preset's set is
+    ``autopsy.preset_diagnostics``), so in Hydra's struct mode an edit of one of its keys needs ``++``. Here
+    ``autopsy.diagnostics.X.key=value`` becomes ``++autopsy.diagnostics.X.key=value``, ``~autopsy.diagnostics.X``
+    becomes ``++autopsy.diagnostics.X=false`` (both laid over the preset by :func:`layer_diagnostics`) and the
+    group's former name ``autopsy/diagnostics`` becomes ``autopsy/preset_diagnostics``. Anything else is unchanged.
+    """
+    out: list[str] = []
+    for arg in overrides:
+        drop, group = _DROP.fullmatch(arg), _GROUP.fullmatch(arg)
+        if _EDIT.fullmatch(arg):
+            arg = f"++{arg}"
+        elif drop:
+            arg = f"++autopsy.diagnostics.{drop.group(1)}=false"
+        elif group:
+            arg = f"{group.group(1)}autopsy/preset_diagnostics{group.group(2) or ''}"
+        out.append(arg)
+    return out

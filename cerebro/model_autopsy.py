@@ -15,6 +15,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from cerebro.config import layer_diagnostics
 from cerebro.engine.distributed import Comm
 from cerebro.errors import AutopsyFailure, CerebroConfigError, choice_error
 from cerebro.model_source import CHECKPOINT_CHOICES, resolve_checkpoint
@@ -88,7 +89,9 @@ class ModelAutopsy(Callback):
     Args:
         diagnostics: names or ``{name: {options}}`` entries, or a ``{name: options}`` mapping (default: the six
             core diagnostics: predictions, gradients, activations, failure_modes, integrated_gradients,
-            layer_gradcam).
+            layer_gradcam). With ``preset_diagnostics``, the changes to the preset: a mapping is merged onto it
+            (``name: false`` switches one off), a list runs exactly what it lists, each entry with the preset's
+            options for it overlaid by its own (:func:`cerebro.config.layer_diagnostics`).
         checkpoint: ``"best"`` (the ModelCheckpoint's best), ``"last"``, ``"live"`` or a checkpoint path. Weights
             are loaded into a private copy of the module; without a checkpoint the live module is used and
             ``checkpoint.fallback_reason`` says why.
@@ -123,6 +126,8 @@ class ModelAutopsy(Callback):
             (unpickling runs code named in the file).
         tokens: token-id inputs (integer batches): ``{embedding: auto | name, baseline: pad | mask | zeros | <id>,
             per_dimension: bool}``; gradient methods attribute at the embedding output, one value per token.
+        preset_diagnostics: a preset's ``{name: options}`` mapping that ``diagnostics`` is laid over (the Hydra
+            configs' ``autopsy/preset_diagnostics`` group); ``None`` = ``diagnostics`` alone.
     """
 
     def __init__(
@@ -153,6 +158,7 @@ class ModelAutopsy(Callback):
         output_key: int | str | None = None,
         weights_only: bool = True,
         tokens: Any = None,
+        preset_diagnostics: Any = None,
     ) -> None:
         super().__init__()
         if not isinstance(checkpoint, (str, os.PathLike)):
@@ -176,7 +182,8 @@ class ModelAutopsy(Callback):
             raise CerebroConfigError(f"`output_dir` must be a path or None, got {output_dir!r}")
         if device is not None:
             resolve_device(device)
-        self.config = build_config(diagnostics, target, max_samples, batch_size, sampling, seed, fail_on_error,
+        self.config = build_config(layer_diagnostics(diagnostics, preset_diagnostics), target, max_samples,
+                                   batch_size, sampling, seed, fail_on_error,
                                    input_key, target_key, memory_budget_mb, eeg, time_budget_s,
                                    total_time_budget_s, resume, output_key, weights_only, tokens)
         check_positive_int("every_n_epochs", every_n_epochs, allow_none=True)

@@ -288,7 +288,7 @@ def test_transformer_config_runs_in_a_lightning_trainer(tmp_path, kind: str) -> 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose(config_name="demo", overrides=[
             "autopsy=transformer", f"autopsy.output_dir={out}", "autopsy.max_samples=4",
-            "autopsy.diagnostics.integrated_gradients.n_steps=4", "autopsy.diagnostics.sanity_checks.samples=2"])
+            "++autopsy.diagnostics.integrated_gradients.n_steps=4", "++autopsy.diagnostics.sanity_checks.samples=2"])
     callback = instantiate(cfg.autopsy)
     module = ViTModule(hf_vit() if kind == "hf" else timm_vit())
     before = _attn_settings(module)

@@ -172,8 +172,8 @@ def test_transformer_config_runs_on_a_vit(tmp_path) -> None:
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose(config_name="demo", overrides=["autopsy=transformer",
-                                                     "autopsy.diagnostics.integrated_gradients.n_steps=4",
-                                                     "autopsy.diagnostics.sanity_checks.samples=3"])
+                                                     "++autopsy.diagnostics.integrated_gradients.n_steps=4",
+                                                     "++autopsy.diagnostics.sanity_checks.samples=3"])
     cb = instantiate(cfg.autopsy)
     x, y = torch.randn(6, 3, 16, 16), torch.randint(0, 3, (6,))
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=3)

@@ -11,13 +11,11 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from cerebro import CerebroConfigError, ModelAutopsy
-from cerebro.cli import run_from_config
+from cerebro.cli import _compose, run_from_config
 from cerebro.demo import EEGRegressor, SyntheticEEGDataModule
-from cerebro.paths import config_dir
 
 DATA = "{_target_:cerebro.demo.SyntheticEEGDataModule,n_train:32,n_val:16,n_test:16,n_chans:8,n_times:128,batch_size:8}"
 DIAGS = ["autopsy.max_samples=16", "autopsy.diagnostics.integrated_gradients.n_steps=4"]
@@ -38,8 +36,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def _cfg(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(config_name="autopsy_script", overrides=overrides)
+    """The ``autopsy_script`` config as ``cerebro-autopsy`` composes it (its command-line shorthands spelled out)."""
+    return _compose(overrides)
 
 
 def test_script_matches_the_callback(trained: tuple[Path, Path], tmp_path: Path) -> None:
@@ -93,3 +91,32 @@ def test_console_script_end_to_end(trained: tuple[Path, Path], tmp_path: Path) -
     assert bad.returncode == 2
     assert "does not exist" in bad.stderr
     assert not (tmp_path / "outputs").exists()  # Hydra writes nothing beside the report
+
+
+def test_script_list_form_runs_exactly_the_list_with_the_presets_options(trained: tuple[Path, Path],
+                                                                         tmp_path: Path) -> None:
+    """``'autopsy.diagnostics=[...]'`` on the script's eeg_regression: these diagnostics, in this order, each with
+    eeg_regression's options overlaid by the ones given (faithfulness keeps the preset's blocks of 10 samples)."""
+    ckpt, _ = trained
+    summary = run_from_config(_cfg([f"checkpoint='{ckpt}'", "model=cerebro.demo.EEGRegressor", f"data={DATA}",
+                                    f"output_dir={tmp_path}", "device=cpu", "autopsy.max_samples=8",
+                                    "autopsy.diagnostics=[predictions,{integrated_gradients:{n_steps:4}},"
+                                    "{faithfulness:{metric_samples:0,random_orders:1}}]"]))
+    assert summary["status"] == "ok", summary.get("reason")
+    assert list(summary["diagnostics"]) == ["predictions", "integrated_gradients", "faithfulness"]
+    config = {name: options for entry in summary["config"] for name, options in entry.items()}
+    assert config["integrated_gradients"]["n_steps"] == 4 and config["integrated_gradients"]["baseline"] == "zeros"
+    assert config["faithfulness"]["units"] == "blocks" and config["faithfulness"]["window"] == 10
+    assert config["faithfulness"]["metric_samples"] == 0 and config["faithfulness"]["random_orders"] == 1
+    # the former recipe (drop the preset's group, add a list) still runs the list, with the diagnostics' defaults
+    old = _cfg(["checkpoint=x.ckpt", "model=a.B", "data={_target_: a.C}", "~autopsy/diagnostics",
+                "+autopsy.diagnostics=[predictions,saliency]"])
+    assert "preset_diagnostics" not in old.autopsy and list(old.autopsy.diagnostics) == ["predictions", "saliency"]
+
+
+def test_mixing_the_list_and_mapping_forms_on_the_command_line_is_one_clear_error() -> None:
+    required = ["checkpoint=x.ckpt", "model=a.B", "data={_target_: a.C}"]
+    with pytest.raises(CerebroConfigError, match=r"autopsy.diagnostics is a list here .*\{integrated_gradients:"):
+        _cfg([*required, "autopsy.diagnostics=[predictions]", "~autopsy.diagnostics.gradients"])
+    with pytest.raises(CerebroConfigError, match="a list and a mapping of autopsy.diagnostics cannot be merged"):
+        _cfg([*required, "~autopsy.diagnostics.gradients", "autopsy.diagnostics=[predictions]"])

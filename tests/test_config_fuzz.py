@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 
 import cerebro
 from cerebro import CerebroConfigError, ModelAutopsy
-from cerebro.config import parse_diagnostics
+from cerebro.config import layer_diagnostics, parse_diagnostics
 from cerebro.registry import get_diagnostic
 from cerebro.runner import build_config
 from cerebro.targets import build_target
@@ -96,6 +96,9 @@ diagnostics = st.one_of(
         st.booleans(), st.none(), values)))), max_size=4).map(dict),
     values,
 )
+#: A preset's diagnostics (autopsy.preset_diagnostics): a mapping of names to options, or junk.
+presets = mostly(st.lists(names.flatmap(lambda n: st.tuples(st.just(n), mostly(options_for(n), st.one_of(
+    st.booleans(), st.none(), values)))), max_size=4).map(dict), st.one_of(st.none(), values))
 target_keys = mostly(st.sampled_from(["kind", "class", "score", "index", "reference", "reference_input"]), text)
 target_values = st.one_of(st.sampled_from(WORDS), st.integers(-2, 5), values)
 targets = st.one_of(
@@ -169,6 +172,16 @@ def test_parse_diagnostics_accepts_or_raises_config_error(spec: Any, wrap: bool)
 
 
 @FUZZ
+@given(spec=diagnostics, preset=presets, wrap=st.booleans())
+def test_layered_diagnostics_accept_or_raise_config_error(spec: Any, preset: Any, wrap: bool) -> None:
+    """A user's diagnostics laid over a preset's (what Hydra configs pass ModelAutopsy), then parsed."""
+    def layered(spec: Any, preset: Any) -> Any:
+        return parse_diagnostics(layer_diagnostics(spec, preset))
+
+    accepts_or_config_error(layered, spec=maybe_omegaconf(spec, wrap), preset=maybe_omegaconf(preset, wrap))
+
+
+@FUZZ
 @given(spec=targets, wrap=st.booleans())
 def test_build_target_accepts_or_raises_config_error(spec: Any, wrap: bool) -> None:
     accepts_or_config_error(build_target, spec=maybe_omegaconf(spec, wrap))
@@ -191,6 +204,7 @@ callback_kwargs = st.fixed_dictionaries({}, optional={
     "every_n_epochs": mostly(st.none(), st.one_of(st.integers(-1, 3), values)),
     "periodic_diagnostics": diagnostics,
     "periodic_max_samples": ints_or_junk,
+    "preset_diagnostics": presets,
     "time_budget_s": seconds,
     "total_time_budget_s": seconds,
     "resume": mostly(st.booleans(), values),

@@ -12,15 +12,16 @@ from hydra.utils import instantiate
 
 import cerebro
 from cerebro import CerebroConfigError, ModelAutopsy
-from cerebro.config import DEFAULT_DIAGNOSTICS, parse_diagnostics
+from cerebro.config import DEFAULT_DIAGNOSTICS, diagnostics_overrides, parse_diagnostics
 from cerebro.paths import config_dir
 
 CONFIGS = config_dir()
 
 
 def _compose(name: str, overrides: list[str] | None = None):
+    """Compose as ``cerebro-autopsy`` and ``cerebro-demo`` do: their command-line shorthands spelled out."""
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        return compose(config_name=name, overrides=overrides or [])
+        return compose(config_name=name, overrides=diagnostics_overrides(overrides or []))
 
 
 @pytest.mark.parametrize("group_file", sorted(p.stem for p in (CONFIGS / "autopsy").glob("*.yaml")))
@@ -30,7 +31,8 @@ def test_every_autopsy_yaml_instantiates(group_file: str) -> None:
     assert isinstance(cb, ModelAutopsy)
     names = [d.name for d in cb.config.diagnostics]
     assert names[: len(DEFAULT_DIAGNOSTICS)] == list(DEFAULT_DIAGNOSTICS)  # every set builds on the core six
-    listed = [k for k in cfg.autopsy.diagnostics if k not in DEFAULT_DIAGNOSTICS]
+    assert cfg.autopsy.diagnostics is None  # the preset's set as it is: autopsy.preset_diagnostics
+    listed = [k for k in cfg.autopsy.preset_diagnostics if k not in DEFAULT_DIAGNOSTICS]
     # faithfulness reads every map of the run and the sanity checks' verdicts: it runs after them wherever listed
     assert names[len(DEFAULT_DIAGNOSTICS):] == [k for k in listed if k != "faithfulness"] + ["faithfulness"] * (
         "faithfulness" in listed)
@@ -185,3 +187,165 @@ def test_attribution_family_config_runs_end_to_end(tmp_path: Path) -> None:
         if any(a.endswith("attributions.npy") for a in rec["artifacts"]):
             maps = np.load(tmp_path / "arrays" / name / "attributions.npy")
             assert maps.shape[0] == 6 and np.isfinite(maps).all() and np.abs(maps).max() > 0, name
+
+
+# -- the preset's diagnostics (autopsy.preset_diagnostics) and the user's (autopsy.diagnostics) ----------------------
+PRESETS = ("default", "eeg_regression", "attribution_family", "transformer")
+
+
+def _merged(base, change):
+    """``change`` merged onto ``base`` key by key, as Hydra merges YAML mappings (anything else replaces)."""
+    if isinstance(base, dict) and isinstance(change, dict):
+        return {**base, **{k: _merged(base[k], v) if k in base else v for k, v in change.items()}}
+    return change
+
+
+def _preset(name: str) -> dict:
+    """A preset's diagnostics read from the YAML files alone: preset_diagnostics/default.yaml, then its own file."""
+    folder = CONFIGS / "autopsy" / "preset_diagnostics"
+    out = yaml.safe_load((folder / "default.yaml").read_text())
+    if name != "default":
+        own = yaml.safe_load((folder / f"{name}.yaml").read_text())
+        assert own.pop("defaults") == ["default", "_self_"]
+        out = _merged(out, own)
+    return out
+
+
+def _runs(spec) -> list:
+    return [d.config() for d in parse_diagnostics(spec)]
+
+
+def _ran(cfg) -> list:
+    return [d.config() for d in instantiate(cfg.autopsy, output_dir="unused").config.diagnostics]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_presets_demo_and_script_run_their_yaml_option_by_option(preset: str) -> None:
+    """What each preset runs is exactly what its YAML files say, diagnostic by diagnostic, option by option; the demo
+    adds sanity_checks (8 samples), the script runs the preset as it is."""
+    assert _ran(_compose(f"autopsy/{preset}")) == _runs(_preset(preset))
+    demo = _merged(_preset(preset), {"sanity_checks": {"samples": 8}})
+    assert _ran(_compose("demo", [f"autopsy={preset}"])) == _runs(demo)
+    script = ["checkpoint=x.ckpt", "model=a.B", "data={_target_: a.C}", f"autopsy={preset}"]
+    assert _ran(_compose("autopsy_script", script)) == _runs(_preset(preset))
+
+
+def _user_app(tmp_path: Path, preset: str, diagnostics: str) -> Path:
+    """A Hydra app of one's own: conf/config.yaml selecting conf/autopsy/mine.yaml on top of one of cerebro's
+    presets (found through cerebro's SearchPathPlugin)."""
+    conf = tmp_path / "conf"
+    (conf / "autopsy").mkdir(parents=True)
+    (conf / "config.yaml").write_text("defaults:\n  - autopsy: mine\n  - _self_\n")
+    (conf / "autopsy" / "mine.yaml").write_text(f"defaults: [{preset}, _self_]\ndiagnostics: {diagnostics}\n")
+    return conf
+
+
+def _app_compose(conf: Path, overrides: list[str] | None = None):
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides or [])
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_both_yaml_forms_on_every_preset_with_no_extra_line(tmp_path: Path, preset: str) -> None:
+    base = _preset(preset)
+    ig = _merged(base["integrated_gradients"], {"n_steps": 32})
+    as_list = _app_compose(_user_app(tmp_path / "list", preset,
+                                     "[predictions, {integrated_gradients: {n_steps: 32}}, gradients]"))
+    # exactly the listed diagnostics, in that order, each with the preset's options overlaid by the entry's own
+    assert _ran(as_list) == _runs([{"predictions": base["predictions"]}, {"integrated_gradients": ig},
+                                   {"gradients": base["gradients"]}])
+    assert [d.name for d in instantiate(as_list.autopsy).config.diagnostics] == [
+        "predictions", "integrated_gradients", "gradients"]
+    as_map = _app_compose(_user_app(tmp_path / "map", preset,
+                                    "{integrated_gradients: {n_steps: 32}, gradients: false}"))
+    assert _ran(as_map) == _runs({**base, "integrated_gradients": ig, "gradients": False})
+    # every other key of the preset is kept (eeg_regression's sfreq, transformer's target, ...)
+    plain = _compose(f"autopsy/{preset}").autopsy
+    for cfg in (as_list, as_map):
+        for key in plain:
+            if key not in ("diagnostics", "preset_diagnostics"):
+                assert cfg.autopsy[key] == plain[key], key
+    assert as_list.autopsy.eeg.sfreq == (100 if preset == "eeg_regression" else None)
+
+
+def test_command_line_edits_in_a_hydra_app_of_ones_own(tmp_path: Path) -> None:
+    """The README's command line in a plain Hydra app: ++ edits the user's diagnostics (null until set, so Hydra's
+    struct mode wants ++), autopsy/preset_diagnostics=NAME swaps the preset, a list runs exactly what it lists."""
+    conf = _user_app(tmp_path, "default", "{integrated_gradients: {n_steps: 32, baseline: mean}}")
+    edited = _app_compose(conf, ["++autopsy.diagnostics.gradients=false",
+                                 "++autopsy.diagnostics.integrated_gradients.n_steps=16",
+                                 "autopsy/preset_diagnostics=attribution_family"])
+    family = _preset("attribution_family")
+    # the command line wins over the YAML (n_steps 16), which wins over the preset (baseline mean)
+    assert _ran(edited) == _runs({**family, "gradients": False, "integrated_gradients": _merged(
+        family["integrated_gradients"], {"n_steps": 16, "baseline": "mean"})})
+    listed = _app_compose(_user_app(tmp_path / "plain", "eeg_regression", "null"),
+                          ["autopsy.diagnostics=[predictions,{faithfulness:{steps:5}},integrated_gradients]"])
+    eeg = _preset("eeg_regression")
+    assert _ran(listed) == _runs([{"predictions": {}}, {"integrated_gradients": eeg["integrated_gradients"]},
+                                  {"faithfulness": {**eeg["faithfulness"], "steps": 5}}])
+
+
+def test_shorthands_of_the_script_and_the_demo_edit_the_users_layer() -> None:
+    shorthand = ["~autopsy.diagnostics.gradients", "autopsy.diagnostics.integrated_gradients.n_steps=7",
+                 "autopsy.diagnostics.activations=false", "autopsy/diagnostics=attribution_family"]
+    assert diagnostics_overrides(shorthand) == [
+        "++autopsy.diagnostics.gradients=false", "++autopsy.diagnostics.integrated_gradients.n_steps=7",
+        "++autopsy.diagnostics.activations=false", "autopsy/preset_diagnostics=attribution_family"]
+    untouched = ["autopsy.diagnostics=[predictions]", "+autopsy.diagnostics.x.y=1", "++autopsy.diagnostics.x=false",
+                 "~autopsy/preset_diagnostics", "autopsy.max_samples=3", "autopsy=default", "~autopsy.diagnostics"]
+    assert diagnostics_overrides(untouched) == untouched
+    assert diagnostics_overrides(["~autopsy/diagnostics"]) == ["~autopsy/preset_diagnostics"]
+    cfg = _compose("demo", shorthand)
+    family = _merged(_preset("attribution_family"), {"sanity_checks": {"samples": 8}})
+    assert _ran(cfg) == _runs({**family, "gradients": False, "activations": False, "integrated_gradients": _merged(
+        family["integrated_gradients"], {"n_steps": 7})})
+
+
+@pytest.mark.parametrize(
+    ("diagnostics", "expected"),
+    [
+        # mapping: merged onto the preset; false drops, null resets to the diagnostic's own defaults, new names last
+        ({"b": {"k": 9}, "a": False, "c": None}, {"a": False, "b": {"k": 9, "j": 2}, "c": None}),
+        ({"b": {"k": 9}, "d": {"x": 1}}, {"a": {"k": 1}, "b": {"k": 9, "j": 2}, "c": False, "d": {"x": 1}}),
+        # list: exactly these, in this order, each with the preset's options overlaid by its own
+        (["b", "a"], [{"b": {"k": 3, "j": 2}}, {"a": {"k": 1}}]),
+        ([{"b": {"k": 9}}, {"a": None}, {"c": True}, {"d": False}],
+         [{"b": {"k": 9, "j": 2}}, {"a": {"k": 1}}, {"c": {}}, {"d": False}]),
+        ("b", [{"b": {"k": 3, "j": 2}}]),
+        (None, {"a": {"k": 1}, "b": {"k": 3, "j": 2}, "c": False}),
+    ],
+    ids=["mapping-drop-reset", "mapping-add", "list-names", "list-entries", "one-name", "none"],
+)
+def test_layer_diagnostics_rules(diagnostics, expected) -> None:
+    from omegaconf import OmegaConf
+
+    from cerebro.config import layer_diagnostics
+
+    preset = {"a": {"k": 1}, "b": {"k": 3, "j": 2}, "c": False}
+    assert layer_diagnostics(diagnostics, preset) == expected
+    if isinstance(expected, dict):  # the mapping's order is the run order: the preset's, new names after
+        assert list(layer_diagnostics(diagnostics, preset)) == list(expected)
+    wrapped = None if diagnostics is None or isinstance(diagnostics, str) else OmegaConf.create(diagnostics)
+    assert layer_diagnostics(wrapped if wrapped is not None else diagnostics, OmegaConf.create(preset)) == expected
+    assert layer_diagnostics(diagnostics, None) == diagnostics  # without a preset: the Python API, unchanged
+
+
+@pytest.mark.parametrize(
+    ("diagnostics", "expected"),
+    [
+        ("[predictons]", "`diagnostics` can be one of"),
+        ("{integrated_gradient: {n_steps: 3}}", "Did you mean 'integrated_gradients'"),
+        ("[{integrated_gradients: {n_step: 3}}]", "`integrated_gradients option` can be one of ['n_steps'"),
+        ("{integrated_gradients: {method: riemann}}", "`integrated_gradients.method` can be one of ['auto'"),
+    ],
+)
+def test_typos_in_either_yaml_form_name_the_option_and_the_choices(tmp_path: Path, diagnostics: str,
+                                                                  expected: str) -> None:
+    cfg = _app_compose(_user_app(tmp_path, "eeg_regression", diagnostics))
+    with pytest.raises(Exception) as info:
+        instantiate(cfg.autopsy)
+    assert expected in str(info.value)
+    assert isinstance(info.value.__cause__ or info.value, CerebroConfigError) or "CerebroConfigError" in str(info.value)
+    with pytest.raises(CerebroConfigError, match="`preset_diagnostics` must be a mapping"):
+        ModelAutopsy(preset_diagnostics=["predictions"])

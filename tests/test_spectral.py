@@ -277,8 +277,8 @@ def test_demo_report_says_10_hz(tmp_path) -> None:
         cfg = compose(config_name="demo", overrides=[
             "data.n_train=192", "data.n_val=24", "data.n_chans=8", "trainer.max_epochs=6", "trainer.accelerator=cpu",
             "trainer.enable_progress_bar=false", f"autopsy.output_dir={tmp_path / 'autopsy'}", "autopsy.max_samples=24"])
-    OmegaConf.update(cfg, "autopsy.diagnostics", {"predictions": {}, NAME: {"n_steps": 16}},
-                     merge=False)
+    # the list form: exactly these two, with eeg_regression's options for them overlaid by n_steps
+    OmegaConf.update(cfg, "autopsy.diagnostics", ["predictions", {NAME: {"n_steps": 16}}], merge=False)
     assert "spectral_integrated_gradients" in compose_eeg_regression()
     pl.seed_everything(0)
     trainer = pl.Trainer(default_root_dir=tmp_path, callbacks=[instantiate(cfg.autopsy)], logger=False,
@@ -302,4 +302,4 @@ def compose_eeg_regression() -> dict:
     from cerebro.paths import config_dir
 
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return dict(compose(config_name="autopsy/eeg_regression").autopsy.diagnostics)
+        return dict(compose(config_name="autopsy/eeg_regression").autopsy.preset_diagnostics)

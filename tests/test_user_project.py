@@ -90,15 +90,26 @@ diagnostics:
     layer: block_5.0          # dotted name from model.named_modules(), or auto
 '''
 
-# The README's list form on top of one of cerebro's sets, verbatim.
+# The README's list form on top of one of cerebro's presets, verbatim: no extra line in the defaults list.
 ONLY_IG = '''
-defaults:
-  - eeg_regression            # or default, attribution_family, transformer
-  - override diagnostics: null
-  - _self_
+defaults: [eeg_regression, _self_]   # or default, attribution_family, transformer
 max_samples: 64
 diagnostics: [predictions, {integrated_gradients: {n_steps: 32}}]
 '''
+
+# The issue's two forms on `defaults: [default, _self_]` and on `[eeg_regression, _self_]` (README, verbatim).
+MY_LIST = '''
+defaults: [default, _self_]
+diagnostics: [predictions, {integrated_gradients: {n_steps: 32}}]
+'''
+MY_MAP = '''
+defaults: [default, _self_]
+diagnostics: {integrated_gradients: {n_steps: 32}}
+'''
+#: conf/autopsy/<name>.yaml of the user project -> its text (the eeg_ ones: the same forms on eeg_regression).
+USER_SETS = {"my_run": MY_RUN, "only_ig": ONLY_IG, "my_list": MY_LIST, "my_map": MY_MAP,
+             "eeg_list": MY_LIST.replace("[default, _self_]", "[eeg_regression, _self_]"),
+             "eeg_map": MY_MAP.replace("[default, _self_]", "[eeg_regression, _self_]")}
 
 # The user's script: compose their conf/ with Hydra, fit with the callback, report what happened as JSON.
 DRIVER = '''
@@ -119,14 +130,19 @@ from my_pkg import Data, Net
 result = {"cerebro": cerebro.__file__}
 with initialize_config_dir(config_dir=str(Path("conf").resolve()), version_base="1.3"):
     cfg = compose("config")
-    result["my_run"] = {"diagnostics": OmegaConf.to_container(cfg.autopsy.diagnostics, resolve=True),
-                        "max_samples": cfg.autopsy.max_samples, "checkpoint": cfg.autopsy.checkpoint}
-    result["sets"] = {name: list(compose("config", overrides=[f"autopsy={name}"]).autopsy.diagnostics)
+    result["sets"] = {name: list(compose("config", overrides=[f"autopsy={name}"]).autopsy.preset_diagnostics)
                       for name in ("default", "eeg_regression", "attribution_family", "transformer")}
-    only_ig = compose("config", overrides=["autopsy=only_ig"]).autopsy
-    result["only_ig"] = {"diagnostics": OmegaConf.to_container(only_ig.diagnostics), "max_samples": only_ig.max_samples,
-                         "sfreq": only_ig.eeg.sfreq,
-                         "names": [d.name for d in instantiate(only_ig, output_dir="unused").config.diagnostics]}
+    for name in ("my_run", "only_ig", "my_list", "my_map", "eeg_list", "eeg_map"):
+        # each set as composed (the README's YAML) and as the callback runs it: names and options in run order
+        composed = compose("config", overrides=[f"autopsy={name}"]).autopsy
+        result[name] = {"diagnostics": OmegaConf.to_container(composed.diagnostics), "sfreq": composed.eeg.sfreq,
+                        "max_samples": composed.max_samples, "checkpoint": composed.checkpoint,
+                        "run": [d.config() for d in instantiate(composed, output_dir="unused").config.diagnostics]}
+    # the README's command-line edits in a Hydra app of one's own (++: autopsy.diagnostics is null until set)
+    edited = compose("config", overrides=["++autopsy.diagnostics.gradients=false",
+                                          "++autopsy.diagnostics.integrated_gradients.n_steps=16",
+                                          "autopsy/preset_diagnostics=attribution_family"]).autopsy
+    result["edited"] = [d.config() for d in instantiate(edited, output_dir="unused").config.diagnostics]
     result["search_path"] = [(e.provider, e.path) for e in
                              GlobalHydra.instance().config_loader().get_sources()]
     autopsy = instantiate(cfg.autopsy, output_dir="autopsy_out")
@@ -148,8 +164,8 @@ def _user_project(root: Path) -> Path:
     (project / "my_pkg.py").write_text(MY_PKG)
     (project / "run.py").write_text(DRIVER)
     (project / "conf" / "config.yaml").write_text("defaults:\n  - autopsy: my_run\n  - _self_\n")
-    (project / "conf" / "autopsy" / "my_run.yaml").write_text(MY_RUN)
-    (project / "conf" / "autopsy" / "only_ig.yaml").write_text(ONLY_IG)
+    for name, text in USER_SETS.items():
+        (project / "conf" / "autopsy" / f"{name}.yaml").write_text(text)
     return project
 
 
@@ -174,23 +190,64 @@ def _result(done: subprocess.CompletedProcess) -> dict:
     return json.loads(line[len("RESULT "):])
 
 
+def _preset(name: str) -> dict:
+    """A preset's diagnostics read from cerebro's YAML files alone: preset_diagnostics/default.yaml, then the
+    preset's own file merged onto it key by key (what Hydra composes)."""
+    def merged(base, change):
+        if isinstance(base, dict) and isinstance(change, dict):
+            return {**base, **{k: merged(base[k], v) if k in base else v for k, v in change.items()}}
+        return change
+
+    folder = REPO / "configs" / "autopsy" / "preset_diagnostics"
+    out = yaml.safe_load((folder / "default.yaml").read_text())
+    if name != "default":
+        own = yaml.safe_load((folder / f"{name}.yaml").read_text())
+        own.pop("defaults")
+        out = merged(out, own)
+    return out
+
+
+def _runs(spec) -> list:
+    """What the callback runs for a diagnostics spec, as the driver reports it (JSON: tuples become lists)."""
+    from cerebro.config import parse_diagnostics
+
+    return json.loads(json.dumps([d.config() for d in parse_diagnostics(spec)]))
+
+
 def _check_composition(result: dict) -> None:
-    diags = result["my_run"]["diagnostics"]
-    default = yaml.safe_load((REPO / "configs" / "autopsy" / "diagnostics" / "default.yaml").read_text())
-    # the README's my_run.yaml on top of cerebro's default: gradients off, the rest kept, options merged
-    assert list(diags) == list(default)
-    assert diags["gradients"] is False
-    assert diags["integrated_gradients"]["n_steps"] == 32 and diags["integrated_gradients"]["baseline"] == "mean"
-    assert diags["integrated_gradients"]["method"] == default["integrated_gradients"]["method"]  # cerebro's default
-    assert diags["layer_gradcam"]["layer"] == "block_5.0" and diags["layer_gradcam"]["relu"] is False
+    default, eeg = _preset("default"), _preset("eeg_regression")
+    ig = {**default["integrated_gradients"], "n_steps": 32}
+    # the README's my_run.yaml (mapping form) on top of cerebro's default: gradients off, the rest kept, options
+    # merged onto the preset's
+    assert result["my_run"]["run"] == _runs({**default, "gradients": False,
+                                             "integrated_gradients": {**ig, "baseline": "mean"},
+                                             "layer_gradcam": {**default["layer_gradcam"], "layer": "block_5.0"}})
     assert result["my_run"]["max_samples"] == 128 and result["my_run"]["checkpoint"] == "best"
     assert "sanity_checks" in result["sets"]["attribution_family"]
     assert "attention_rollout" in result["sets"]["transformer"]
     assert result["sets"]["default"][:2] == ["predictions", "gradients"]
-    # the list form replaces the set's diagnostics and keeps the rest of eeg_regression (its sfreq)
-    assert result["only_ig"]["diagnostics"] == ["predictions", {"integrated_gradients": {"n_steps": 32}}]
+    # the issue's two forms with no extra line, on default and on eeg_regression: the list runs exactly what it
+    # lists (with the preset's options overlaid by its own), the mapping merges onto the preset's; eeg_regression's
+    # other keys (its sfreq) are kept
+    listed = ["predictions", {"integrated_gradients": {"n_steps": 32}}]
+    for name, preset, sfreq in (("my", default, None), ("eeg", eeg, 100)):
+        assert result[f"{name}_list"]["diagnostics"] == listed
+        assert result[f"{name}_list"]["run"] == _runs([{"predictions": preset["predictions"]}, {
+            "integrated_gradients": {**preset["integrated_gradients"], "n_steps": 32}}])
+        assert result[f"{name}_map"]["diagnostics"] == {"integrated_gradients": {"n_steps": 32}}
+        assert result[f"{name}_map"]["run"] == _runs(
+            {**preset, "integrated_gradients": {**preset["integrated_gradients"], "n_steps": 32}})
+        assert result[f"{name}_list"]["sfreq"] == result[f"{name}_map"]["sfreq"] == sfreq
+    assert len(result["eeg_map"]["run"]) == len(eeg) == 8 and result["eeg_map"]["run"] != result["my_map"]["run"]
+    assert result["only_ig"]["diagnostics"] == listed
     assert result["only_ig"]["max_samples"] == 64 and result["only_ig"]["sfreq"] == 100
-    assert result["only_ig"]["names"] == ["predictions", "integrated_gradients"]
+    assert result["only_ig"]["run"] == result["eeg_list"]["run"]
+    # the README's command-line edits on top of my_run.yaml, with the attribution family as the preset: the
+    # command line wins over the YAML (n_steps 16), which wins over the preset (baseline mean)
+    family = _preset("attribution_family")
+    assert result["edited"] == _runs({**family, "gradients": False,
+                                      "integrated_gradients": {**ig, "baseline": "mean", "n_steps": 16},
+                                      "layer_gradcam": {**family["layer_gradcam"], "layer": "block_5.0"}})
     providers = [p for p, _ in result["search_path"]]
     assert "cerebro" in providers and providers.index("main") < providers.index("cerebro")  # the user's files win
 

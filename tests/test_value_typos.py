@@ -81,6 +81,9 @@ def files(tmp_path: Path) -> Path:
     return tmp_path
 
 
+#: A preset's diagnostics (what autopsy/preset_diagnostics composes to); its layer name does not fit Counted.
+PRESET = {"predictions": {}, "integrated_gradients": {"n_steps": 4}, "layer_gradcam": {"layer": "block_5.0"}}
+
 TYPOS = [
     # (id, callback kwargs, fragments the one-line message must contain)
     ("ig-baseline-name", {"diagnostics": [{"integrated_gradients": {"baseline": "meen"}}]},
@@ -120,6 +123,15 @@ TYPOS = [
      ["`activations.layers`", "'conv_2'", "Did you mean 'conv2'?"]),
     ("layer-ig-layer", {"diagnostics": [{"layer_integrated_gradients": {"layer": "head2"}}]},
      ["`layer_integrated_gradients.layer`", "'head2'"]),
+    # the Hydra configs' two forms laid over a preset (autopsy.preset_diagnostics): the typo in the user's part
+    ("preset-mapping-name", {"preset_diagnostics": PRESET, "diagnostics": {"integrated_gradient": {"n_steps": 4}}},
+     ["`diagnostics`", "'integrated_gradients'", "Did you mean 'integrated_gradients'?"]),
+    ("preset-list-option", {"preset_diagnostics": PRESET, "diagnostics": [{"integrated_gradients": {"methd": "auto"}}]},
+     ["integrated_gradients", "'method'", "Did you mean 'method'?"]),
+    ("preset-mapping-layer", {"preset_diagnostics": PRESET, "diagnostics": {"layer_gradcam": {"layer": "conv3"}}},
+     ["`layer_gradcam.layer`", "'conv3' is not a submodule of Counted", "conv2"]),
+    ("preset-list-layer", {"preset_diagnostics": PRESET, "diagnostics": ["predictions", "layer_gradcam"]},
+     ["`layer_gradcam.layer`", "'block_5.0' is not a submodule of Counted", "conv2"]),
 ]
 
 

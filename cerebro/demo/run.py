@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import hydra
@@ -12,6 +13,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig
 
+from cerebro.config import diagnostics_overrides
 from cerebro.demo.data import PLANTED_CHANNELS, PLANTED_WINDOW
 from cerebro.paths import config_dir
 from cerebro.report.findings import display_status
@@ -57,7 +59,8 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """Console entry point of ``cerebro-demo``."""
+    """Console entry point of ``cerebro-demo`` (the command line's ``autopsy.diagnostics`` shorthands spelled out)."""
+    sys.argv[1:] = diagnostics_overrides(sys.argv[1:])
     _main()
 
 
