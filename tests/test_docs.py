@@ -132,9 +132,9 @@ def _diagnostic_entries(value: Any) -> Iterator[tuple[str, dict[str, Any]]]:
 def _config_keys() -> tuple[dict[str, set[str]], dict[str, set[tuple[str, str]]]]:
     """Every dotted key per YAML file, and every ``(diagnostic, option)`` per file.
 
-    Files in ``configs/autopsy/diagnostics/`` are diagnostic sets. In the other files, the keys of the callback
+    Files in ``configs/autopsy/preset_diagnostics/`` are the presets' diagnostics. In the other files, the keys of the callback
     (``configs/autopsy/*.yaml``, and ``autopsy.*`` in the script and demo configs, where the ``autopsy.`` prefix is
-    dropped) are callback keys; ``diagnostics`` under them holds diagnostic options. ``defaults`` lists are Hydra's.
+    dropped) are callback keys; ``diagnostics`` and ``preset_diagnostics`` under them hold diagnostic options. ``defaults`` lists are Hydra's.
     """
     keys: dict[str, set[str]] = {}
     options: dict[str, set[tuple[str, str]]] = {}
@@ -142,15 +142,16 @@ def _config_keys() -> tuple[dict[str, set[str]], dict[str, set[tuple[str, str]]]
         rel = str(path.relative_to(REPO))
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         found_keys, found_options = keys.setdefault(rel, set()), options.setdefault(rel, set())
-        if path.parent.name == "diagnostics":
+        if path.parent.name == "preset_diagnostics":
             found_options.update((n, o) for n, opts in _diagnostic_entries(data) for o in opts)
             found_keys.update(n for n, _ in _diagnostic_entries(data))
             continue
         in_autopsy_group = path.parent.name == "autopsy"
         for key, value in _walk({k: v for k, v in data.items() if k != "defaults"}):
             callback_key = key if in_autopsy_group else key.removeprefix("autopsy.") if key.startswith("autopsy.") else None
-            if callback_key is not None and (callback_key == "diagnostics" or callback_key.startswith("diagnostics.")):
-                if callback_key == "diagnostics":
+            head = None if callback_key is None else callback_key.split(".")[0]
+            if head in ("diagnostics", "preset_diagnostics"):  # diagnostic options (the user's, or a preset's)
+                if callback_key == head:
                     for name, opts in _diagnostic_entries(value):
                         found_keys.add(name)
                         found_options.update((name, o) for o in opts)
@@ -178,7 +179,7 @@ def test_every_config_key_is_documented() -> None:
     reference = "\n".join(p.read_text(encoding="utf-8") for p in REFERENCE)
     keys, _ = _config_keys()
     assert keys["configs/autopsy/default.yaml"] >= {"checkpoint", "eeg.sfreq", "tokens.baseline"}
-    assert "integrated_gradients" in keys["configs/autopsy/diagnostics/default.yaml"]
+    assert "integrated_gradients" in keys["configs/autopsy/preset_diagnostics/default.yaml"]
     assert {"data.n_train", "autopsy", "output_dir", "hydra.run.dir"} <= keys["configs/demo.yaml"]
     missing = sorted(f"{key} ({rel})" for rel, found in keys.items() for key in found if f"`{key}`" not in reference)
     assert not missing, ("config keys not documented (as `key`) in docs/configuration.md or docs/diagnostics.md: "
