@@ -32,16 +32,15 @@ def test_every_name_in_the_quick_lists_exists() -> None:
     assert not is_quick("test_ddp.py", "test_anything")
 
 
-def test_marker_selects_the_tier(tmp_path: Path) -> None:
-    files = ["tests/test_quiet_logs.py", "tests/test_configs.py", "tests/test_digits.py"]
+def test_marker_selects_the_tier() -> None:
+    files = ["tests/test_quiet_logs.py", "tests/test_targets.py"]  # a test left out; a whole file in
     done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
                            "-m", "quick", *files], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     ids = [ln for ln in done.stdout.splitlines() if "::" in ln]
     assert "tests/test_quiet_logs.py::test_progress_bar_follows_the_terminal_unless_the_config_sets_it" in ids
-    assert not [i for i in ids if "test_demo_piped_to_a_file" in i or "test_attribution_family_config_runs" in i]
-    assert not [i for i in ids if i.startswith("tests/test_digits.py")]  # not in the tier at all
-    assert len([i for i in ids if i.startswith("tests/test_configs.py::")]) >= 10, ids
+    assert not [i for i in ids if "test_demo_piped_to_a_file" in i]
+    assert len([i for i in ids if i.startswith("tests/test_targets.py::")]) >= 20, ids
 
 
 def _command(*args: str) -> list[str]:
