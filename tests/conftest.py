@@ -18,6 +18,56 @@ def pytest_configure(config: pytest.Config) -> None:
     if threads:
         torch.set_num_threads(int(threads))
         os.environ["OMP_NUM_THREADS"] = threads  # and the same in the subprocesses some tests start (DDP, CLI)
+    config.addinivalue_line("markers", "quick: the quick tier (bash scripts/test.sh --quick, or pytest -m quick), "
+                                       "the tests most likely to break, chosen in tests/conftest.py")
+
+
+#: The quick tier, by file: ``None`` = every test of the file, else the test functions left out (slow ones whose
+#: ground other quick tests already cover, and wall-clock ones). Chosen for what breaks most in the inner loop:
+#: config validation and typos, targets, the engine, health diagnostics, findings, bad inputs, fault isolation, CLI
+#: errors, and tiny end-to-end autopsies (the runner directly and through a Lightning Trainer).
+QUICK_FILES: dict[str, frozenset[str] | None] = {
+    "test_configs.py": frozenset({"test_attribution_family_config_runs_end_to_end"}),
+    "test_config_fuzz.py": None,
+    "test_value_typos.py": None,
+    "test_targets.py": None,
+    "test_engine.py": None,
+    "test_health_diagnostics.py": None,
+    "test_findings.py": None,
+    "test_bad_inputs.py": frozenset({"test_nonfinite_input_is_reported", "test_one_sample_loader"}),
+    "test_fault_isolation.py": frozenset({"test_every_diagnostic_leaves_module_hooks_and_rng_untouched",
+                                          "test_rerun_resumes_finished_diagnostics_on_the_same_checkpoint",
+                                          # asserts a wall-clock bound: fails on a CPU shared with other work
+                                          "test_time_budget_stops_a_long_diagnostic_and_the_rest_still_run"}),
+    "test_maps_axioms.py": frozenset({"test_every_method_that_claims_completeness_reports_it"}),
+    "test_cli.py": frozenset({"test_console_script_end_to_end", "test_script_matches_the_callback",
+                              "test_class_that_does_not_match_its_weights"}),
+    "test_quiet_logs.py": frozenset({"test_demo_piped_to_a_file_writes_no_progress_bar"}),
+    "test_quick_tier.py": None,
+}
+#: Files where only these tests are quick: the tiny end-to-end runs through a real Trainer and its config errors.
+QUICK_TESTS: dict[str, frozenset[str]] = {
+    "test_callback.py": frozenset({"test_config_typo_fails_at_construction",
+                                   "test_misspelled_layer_fails_before_first_training_step",
+                                   "test_failing_diagnostic_is_isolated"}),
+}
+
+
+def is_quick(file_name: str, test_name: str) -> bool:
+    """Whether test function ``test_name`` (without parameters) of ``tests/<file_name>`` is in the quick tier."""
+    if file_name in QUICK_TESTS:
+        return test_name in QUICK_TESTS[file_name]
+    if file_name not in QUICK_FILES:
+        return False
+    left_out = QUICK_FILES[file_name]
+    return left_out is None or test_name not in left_out
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own -m selection reads the markers
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.parent.name == "tests" and is_quick(item.path.name, getattr(item, "originalname", item.name)):
+            item.add_marker(pytest.mark.quick)
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -150,14 +150,16 @@ def test_option_mistakes_fail_at_construction() -> None:
 
 def test_rollout_function() -> None:
     eye = torch.eye(3).expand(2, 4, 3, 3)
+    # exact by construction: identities stay identities (rows already sum to 1, (I + I) / 2 = I) in any arithmetic
     np.testing.assert_allclose(rollout([eye, eye]).numpy(), np.eye(3)[None].repeat(2, 0))
     a, b = torch.rand(1, 1, 3, 3), torch.rand(1, 1, 3, 3)
     na, nb = a[:, 0] / a[:, 0].sum(-1, keepdim=True), b[:, 0] / b[:, 0].sum(-1, keepdim=True)
-    np.testing.assert_allclose(rollout([a, b], residual=False).numpy(), (nb @ na).double().numpy(), rtol=1e-6)
+    # the references normalise and multiply in float32 (~12 roundings of 6e-8 on positive terms, no cancellation)
+    np.testing.assert_allclose(rollout([a, b], residual=False).numpy(), (nb @ na).double().numpy(), rtol=2e-6)
     two_heads = torch.stack([a[:, 0], b[:, 0]], 1)
     mx = rollout([two_heads], head_fusion="max", residual=False)
     m = torch.maximum(a[:, 0], b[:, 0])
-    np.testing.assert_allclose(mx.numpy(), (m / m.sum(-1, keepdim=True)).double().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(mx.numpy(), (m / m.sum(-1, keepdim=True)).double().numpy(), rtol=2e-6)
     kept = rollout([a], discard_ratio=0.5, residual=False)
     assert int((kept == 0).sum()) == 4  # int(9 * 0.5) weakest weights dropped
 

@@ -91,6 +91,7 @@ def test_stochastic_methods_are_reproducible_and_leave_the_rng_alone(tmp_path) -
     autopsy(model, (X,), tmp_path / "b", ["gradient_shap", "smoothgrad"])
     for name in ("gradient_shap", "smoothgrad"):
         assert a["diagnostics"][name]["status"] == "ok"
+        # equal by construction: the same seeded draws and the same float32 kernels in one process
         np.testing.assert_array_equal(load_array(tmp_path / "a", name, "attributions"),
                                       load_array(tmp_path / "b", name, "attributions"))
 
@@ -102,16 +103,19 @@ def test_channel_and_temporal_ablation_drops(tmp_path) -> None:
     assert summary["status"] == "ok"
     with torch.no_grad():
         fx = model(X)[:, 0]
+        # a drop is f(x) - f(ablated x), float32 passes batched differently from the reference's: it carries their
+        # absolute error, a few roundings of the 60-term sums behind f (1e-5 of |f|, not of the drop: it may cancel)
+        tol = 1e-6 + 1e-5 * float(fx.abs().max())
         for c in range(3):
             xa = X.clone()
             xa[:, c] = 0
             np.testing.assert_allclose(load_array(tmp_path, "channel_ablation", "channel_drop")[:, c],
-                                       (fx - model(xa)[:, 0]).numpy(), atol=1e-6)
+                                       (fx - model(xa)[:, 0]).numpy(), atol=tol)
         drops = load_array(tmp_path, "temporal_ablation", "time_drop")
         assert drops.shape == (6, 3)  # windows 0-3, 4-7, 8-9
         xa = X.clone()
         xa[:, :, 8:] = 0
-        np.testing.assert_allclose(drops[:, 2], (fx - model(xa)[:, 0]).numpy(), atol=1e-6)
+        np.testing.assert_allclose(drops[:, 2], (fx - model(xa)[:, 0]).numpy(), atol=tol)
     assert summary["diagnostics"]["channel_ablation"]["metrics"]["mean_channel_drop"] == pytest.approx(
         load_array(tmp_path, "channel_ablation", "channel_drop").mean(0).tolist(), abs=1e-6)
 

@@ -92,6 +92,7 @@ def test_ig_not_converged_flag_with_closed_form_delta(tmp_path):
     summary = autopsy(Square(), (x,), tmp_path, [{"integrated_gradients": {"n_steps": 2, "method": "riemann_right"}}])
     rec = summary["diagnostics"]["integrated_gradients"]
     assert rec["status"] == "ok", rec["reason"]
+    # elementwise float32 on both sides (no sums across elements): under 10 roundings of 6e-8, so 1e-6 holds
     np.testing.assert_allclose(load_array(tmp_path, "integrated_gradients", "attributions"), (1.5 * x ** 2).numpy(),
                                rtol=1e-6)
     np.testing.assert_allclose(load_array(tmp_path, "integrated_gradients", "convergence_delta"),
@@ -437,6 +438,7 @@ def test_gradcam_localises_planted_window(planted):
     lo, hi = PLANTED_WINDOW
     window_share = (hi - lo) / N_TIMES
     profile = cam[:, 0].mean(axis=0)
+    # float64 means of the same saved float32 maps on both sides (only the summation order differs)
     np.testing.assert_allclose(load_array(out, "layer_gradcam", "time_importance"), profile, rtol=1e-6)
     # raw |map| mass share: measured 1.34 for this seed, but only 1.06-1.34 over 8 training seeds, because the
     # Grad-CAM map of this conv layer sits on a flat non-zero floor everywhere; a weak bound only

@@ -254,7 +254,7 @@ def test_several_tensors_per_batch_with_input_key(tmp_path: Path) -> None:
     np.testing.assert_allclose(load_array(tmp_path, "predictions", "targets"), y[:, 0].numpy())
     with torch.no_grad():
         np.testing.assert_allclose(load_array(tmp_path, "predictions", "predictions"), model(x)[:, 0].numpy(),
-                                   atol=1e-6)
+                                   rtol=1e-5, atol=1e-6)  # float32 forward passes batched differently: ~1e-6 rel.
 
 
 class TwoInputs(nn.Module):

@@ -150,6 +150,7 @@ def test_fit_autopsy_studies_best_checkpoint(eeg_dm: SyntheticEEGDataModule, mak
     last = predict(model, x_val)  # the live module holds the last epoch's weights
     assert np.abs(last - expected).max() > 1e-3, "precondition: best and last weights must differ"
     np.testing.assert_array_equal(load_array(out, "predictions", "indices"), np.arange(N))
+    # equal by construction: the labels are copied, not computed
     np.testing.assert_allclose(load_array(out, "predictions", "targets"), y_val[:, 0].numpy(), atol=0)
     rmse = float(np.sqrt(np.mean((expected - y_val[:, 0].numpy()) ** 2)))
     assert summary["diagnostics"]["predictions"]["metrics"]["rmse"] == pytest.approx(rmse, rel=1e-4)

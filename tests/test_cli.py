@@ -49,8 +49,10 @@ def test_script_matches_the_callback(trained: tuple[Path, Path], tmp_path: Path)
     assert summary["checkpoint"]["path"] == str(ckpt) and summary["checkpoint"]["source"] == "path"
     ref = json.loads((callback_out / "summary.json").read_text())
     assert summary["checkpoint"]["sha256"] == ref["checkpoint"]["sha256"]
-    for key in ("predictions/predictions.npy", "predictions/targets.npy"):
-        np.testing.assert_allclose(np.load(out / "arrays" / key), np.load(callback_out / "arrays" / key), atol=1e-6)
+    for key in ("predictions/predictions.npy", "predictions/targets.npy"):  # the script's and the callback's own
+        # float32 forward passes: a few roundings (~1e-6 relative); the targets are copied, equal by construction
+        np.testing.assert_allclose(np.load(out / "arrays" / key), np.load(callback_out / "arrays" / key), rtol=1e-5,
+                                   atol=1e-6)
     np.testing.assert_allclose(np.load(out / "arrays/integrated_gradients/attributions.npy"),
                                np.load(callback_out / "arrays/integrated_gradients/attributions.npy"), atol=1e-5)
     assert (out / "report.html").is_file()

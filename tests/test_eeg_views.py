@@ -42,7 +42,7 @@ def _png_pixels(fig) -> np.ndarray:
 
 def test_importance_numbers_match_numpy():
     m = _planted()
-    channel, time = eeg_importance(m)
+    channel, time = eeg_importance(m)  # float64 numpy on both sides: the default rtol 1e-7 holds
     np.testing.assert_allclose(channel, m.mean(axis=1))
     np.testing.assert_allclose(time, m.mean(axis=0))
     assert int(np.argmax(channel)) == 7
@@ -121,7 +121,7 @@ def test_topomap_peak_sits_on_the_planted_channel(hc129_names):
     pos = np.asarray(sensors.get_offsets())
     info = mne.create_info(hc129_names, 100.0, "eeg")
     info.set_montage(MONTAGE)
-    np.testing.assert_allclose(pos, _find_topomap_coords(info, None), atol=1e-9)
+    np.testing.assert_allclose(pos, _find_topomap_coords(info, None), atol=1e-9)  # float64, the same mne function
 
     dist = np.linalg.norm(pos - peak, axis=1)
     pixel = (x1 - x0) / nx

@@ -153,8 +153,10 @@ def test_oom_in_the_ig_pass_recovers_with_equal_results(tmp_path, monkeypatch) -
                                                                                 "internal_batch_size": 64}}])
     rec = summary["diagnostics"]["integrated_gradients"]
     assert rec["status"] == "ok" and rec["metrics"]["oom_halvings"] == 2 and rec["metrics"]["limit_points"] == 16
+    # chunks of 16 vs 64 points: other float32 kernels sum in another order (~1e-6 relative per value)
     np.testing.assert_allclose(load_array(tmp_path / "oom", "integrated_gradients", "attributions"),
-                               load_array(tmp_path / "ref", "integrated_gradients", "attributions"), atol=1e-6)
+                               load_array(tmp_path / "ref", "integrated_gradients", "attributions"), rtol=1e-5,
+                               atol=1e-6)
 
 
 def test_row_files_round_trip_as_plain_npy(tmp_path) -> None:
@@ -207,6 +209,7 @@ def test_oom_in_gradcam_halves_and_recovers(tmp_path, monkeypatch) -> None:
     _oom_above(monkeypatch, 3)
     summary = autopsy(model, (x,), tmp_path / "oom", ["layer_gradcam"], batch_size=12)
     assert summary["diagnostics"]["layer_gradcam"]["status"] == "ok"
+    # batches of 3 vs 12: other float32 kernels sum in another order (~1e-6 relative per value)
     np.testing.assert_allclose(load_array(tmp_path / "oom", "layer_gradcam", "attributions"),
-                               load_array(tmp_path / "ref", "layer_gradcam", "attributions"), atol=1e-6)
+                               load_array(tmp_path / "ref", "layer_gradcam", "attributions"), rtol=1e-5, atol=1e-6)
     assert ref["diagnostics"]["layer_gradcam"]["status"] == "ok"

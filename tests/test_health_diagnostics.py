@@ -58,6 +58,8 @@ def test_predictions_regression_metrics_match_numpy(tmp_path):
     m = rec["metrics"]
     p32, y32 = x[:, 0].double().numpy(), yt[:, 0].double().numpy()  # the float32 values the model saw
     ref = _np_metrics(p32, y32)
+    # float64 on both sides from the same float32 values (PassThrough model): only the summation order differs
+    # (~1e-16), so 1e-9 holds on any CPU
     for key in ("rmse", "nrmse", "mae", "r2"):
         assert m[key] == pytest.approx(ref[key], rel=1e-9), key
     assert m["pearson_r"] == pytest.approx(np.corrcoef(p32, y32)[0, 1], rel=1e-9)
@@ -73,6 +75,7 @@ def test_predictions_regression_metrics_match_numpy(tmp_path):
     for key in ("rmse", "nrmse", "mae", "r2"):
         assert m[f"median_predictor_{key}"] == pytest.approx(med_ref[key], rel=1e-9, abs=1e-12), key
     assert rec["flags"] == []
+    # equal by construction: PassThrough returns its input, and the labels are copied
     np.testing.assert_array_equal(load_array(tmp_path, "predictions", "predictions"), x[:, 0].numpy())
     np.testing.assert_array_equal(load_array(tmp_path, "predictions", "targets"), yt[:, 0].numpy())
 
@@ -391,7 +394,7 @@ def test_failure_modes_regression_against_numpy(tmp_path):
     m = rec["metrics"]
     p64, y64 = p.astype(np.float64), y.astype(np.float64)
     err = np.abs(p64 - y64)
-    np.testing.assert_allclose(load_array(tmp_path, "failure_modes", "errors"), err, rtol=1e-12)
+    np.testing.assert_allclose(load_array(tmp_path, "failure_modes", "errors"), err, rtol=1e-12)  # float64 both sides
     worst = np.argsort(-err)[:5]
     assert [w["index"] for w in m["worst"]] == worst.tolist()
     assert [w["abs_error"] for w in m["worst"]] == pytest.approx(err[worst].tolist())
@@ -548,8 +551,11 @@ def test_activations_come_from_the_shared_forward_pass(tmp_path, monkeypatch):
     with torch.no_grad():
         h = model[1](model[0](x))
     layer = rec["metrics"]["per_layer"]["1"]
-    assert layer["mean"] == pytest.approx(float(h.double().mean()), rel=1e-6)
-    assert layer["std"] == pytest.approx(float(h.double().std(unbiased=False)), rel=1e-5)
+    # batches of 10 vs one of 40: other float32 kernels, a few roundings per value; the tanh mean may cancel, so the
+    # tolerance is a few float32 epsilons of the largest |value| (as in test_activations_watched_layer_stats...)
+    tol = 8 * float(torch.finfo(torch.float32).eps) * float(h.abs().max())
+    assert layer["mean"] == pytest.approx(float(h.double().mean()), rel=0, abs=tol)
+    assert layer["std"] == pytest.approx(float(h.double().std(unbiased=False)), rel=0, abs=tol)
 
 
 def test_a_layer_that_cannot_be_summarised_is_named_and_the_others_still_run(tmp_path, monkeypatch):

@@ -50,7 +50,9 @@ def test_layer_activation_on_transformer_tokens(tmp_path) -> None:
     h.remove()
     grid = to_grid(held[0], {"prefix": 1, "grid": (4, 4)}).sum(1, keepdim=True)
     expected = LayerAttribution.interpolate(grid, (16, 16), interpolate_mode="bilinear")
-    np.testing.assert_allclose(load_array(tmp_path, "layer_activation", "attributions"), expected.numpy(), atol=1e-5)
+    # float32 encoder outputs (the reference may take the fused fast path) summed over the embedding: ~1e-6 relative
+    np.testing.assert_allclose(load_array(tmp_path, "layer_activation", "attributions"), expected.numpy(), rtol=1e-5,
+                               atol=1e-5)
 
 
 def test_neuron_integrated_gradients(tmp_path) -> None:

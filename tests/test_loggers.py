@@ -209,7 +209,7 @@ def test_mlflow_gets_metrics_and_the_output_folder(report, mlflow_logger: MLFlow
     client = MlflowClient(mlflow_logger._tracking_uri)
     run_id = mlflow_logger.run_id
 
-    (rmse,) = client.get_metric_history(run_id, RMSE)
+    (rmse,) = client.get_metric_history(run_id, RMSE)  # the same float64 value stored and read back: 1e-12 holds
     assert (rmse.step, rmse.value) == (STEP, pytest.approx(rmse_of(summary), rel=1e-12))
     assert set(client.get_run(run_id).data.metrics) == set(scalar_metrics(summary))
 
@@ -226,7 +226,7 @@ def test_csv_logger_gets_the_scalars(report, tmp_path: Path) -> None:
     summary, root = report
     logger = CSVLogger(tmp_path, name="csv", version=0)
     log_summary([logger], summary, step=STEP, root=root)
-    value, step = csv_value(logger, RMSE)
+    value, step = csv_value(logger, RMSE)  # the same float64 value written as text and parsed back
     assert step == STEP and value == pytest.approx(rmse_of(summary), rel=1e-12)
     assert set(scalar_metrics(summary)) <= set(csv_rows(logger)[0])
 

@@ -104,9 +104,13 @@ def test_activations_keep_one_entry_per_call_site(tmp_path) -> None:
     with torch.no_grad():
         first = model.elu(model.conv(x)).double()
         second = model.elu(model.lin(first.float().flatten(1))).double()
-    assert per["elu#0"]["mean"] == pytest.approx(float(first.mean()), rel=1e-9)
-    assert per["elu#1"]["mean"] == pytest.approx(float(second.mean()), rel=1e-9)
-    assert per["elu#1"]["std"] == pytest.approx(float(second.std(unbiased=False)), rel=1e-6)
+    # float32 passes in batches of 4 vs one batch of 10 may use other conv/matmul kernels: each value moves by a few
+    # float32 roundings, so a mean or std moves by a few epsilons of the largest |value| (not of the mean: it cancels)
+    eps = float(torch.finfo(torch.float32).eps)
+    for key, ref in (("elu#0", first), ("elu#1", second)):
+        tol = 8 * eps * float(ref.abs().max())
+        assert per[key]["mean"] == pytest.approx(float(ref.mean()), rel=0, abs=tol), key
+        assert per[key]["std"] == pytest.approx(float(ref.std(unbiased=False)), rel=0, abs=tol), key
     assert "layers_not_summarised" not in rec["metrics"]
 
 

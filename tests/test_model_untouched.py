@@ -60,7 +60,7 @@ def hooks_left(model: nn.Module) -> dict[str, int]:
 def assert_untouched(model: nn.Module, before: dict[str, Any], hooks_before: dict[str, int]) -> None:
     after = snapshot(model)
     assert after["state"].keys() == before["state"].keys()
-    changed = [k for k, v in before["state"].items() if not torch.equal(v, after["state"][k])]
+    changed = [k for k, v in before["state"].items() if not torch.equal(v, after["state"][k])]  # untouched = same bits
     assert changed == [], f"the autopsy changed the caller's tensors: {changed}"
     for key in ("objects", "versions", "training", "requires_grad", "device", "dtype", "grad_is_none"):
         assert after[key] == before[key], key

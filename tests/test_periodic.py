@@ -32,7 +32,7 @@ def test_periodic_autopsies_record_drift_and_leave_training_alone(eeg_dm, make_t
     # the same training without the callback ends with the same weights: the periodic runs touched nothing
     plain = _fit(make_trainer, eeg_dm, [], tmp_path / "without")
     for (n, a), (_, b) in zip(model.state_dict().items(), plain.state_dict().items()):
-        assert torch.equal(a, b), n
+        assert torch.equal(a, b), n  # equal by construction: same seed, same ops, same kernels in one process
 
     epochs = [tmp_path / "autopsy" / "epochs" / f"epoch_{e:03d}" for e in range(3)]
     for folder in epochs:
@@ -47,6 +47,7 @@ def test_periodic_autopsies_record_drift_and_leave_training_alone(eeg_dm, make_t
     assert drift["epochs"] == [0, 1, 2] and len(drift["dead_unit_fraction"]) == 3
     maps = [np.load(f / "arrays" / "integrated_gradients" / "mean_abs_attribution.npy") for f in epochs]
     expected = [spearmanr(a.ravel(), b.ravel()).statistic for a, b in zip(maps[:-1], maps[1:])]
+    # float64 rank correlations of the same saved maps on both sides
     np.testing.assert_allclose(drift["attributions"]["integrated_gradients"], expected, atol=1e-9)
     dead = [np.mean([v["dead_unit_fraction"] for v in load_summary(f)["diagnostics"]["activations"]["metrics"]
                      ["per_layer"].values()]) for f in epochs]

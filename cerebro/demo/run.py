@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 import lightning.pytorch as pl
 import numpy as np
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from cerebro.config import diagnostics_overrides
 from cerebro.demo.data import PLANTED_CHANNELS, PLANTED_WINDOW
@@ -29,6 +30,19 @@ def planted_share(attributions: np.ndarray) -> tuple[float, float]:
     return float(inside / a.sum()), len(PLANTED_CHANNELS) * (hi - lo) / a.size
 
 
+def trainer_options(trainer: DictConfig, streams: tuple[Any, ...] | None = None) -> dict[str, Any]:
+    """The config's ``trainer`` options for ``lightning.pytorch.Trainer``. ``enable_progress_bar: null`` (the demo's
+    default) shows Lightning's progress bar only when ``streams`` (default: stdout, where Lightning's bars write,
+    and stderr) are all terminals: piped or redirected to a file or a CI log, the demo writes no bar updates.
+    ``true``/``false`` set it either way."""
+    options = OmegaConf.to_container(trainer, resolve=True)
+    assert isinstance(options, dict)
+    if options.get("enable_progress_bar") is None:
+        streams = (sys.stdout, sys.stderr) if streams is None else streams
+        options["enable_progress_bar"] = all(getattr(s, "isatty", lambda: False)() for s in streams)
+    return options
+
+
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="demo")
 def _main(cfg: DictConfig) -> None:
     pl.seed_everything(cfg.seed, verbose=False)
@@ -38,7 +52,7 @@ def _main(cfg: DictConfig) -> None:
         callbacks=[ModelCheckpoint(monitor="val_loss", filename="best"), autopsy],
         logger=pl.loggers.CSVLogger(cfg.root_dir, name="logs"),
         enable_model_summary=False,
-        **cfg.trainer,
+        **trainer_options(cfg.trainer),
     )
     trainer.fit(instantiate(cfg.model), datamodule=instantiate(cfg.data))
     out = Path(cfg.autopsy.output_dir)
