@@ -562,6 +562,8 @@ def run_autopsy(
                           tokens)
     dev = resolve_device(device, model)
     info = CheckpointInfo(source="path", path=str(checkpoint)) if checkpoint not in (None, "live") else None
-    return execute(model, dataloader, config, output_dir, info, dev, loggers=loggers,
-                   progress=progress_for(None, progress, progress_stream), progress_stream=progress_stream,
-                   announce=True)
+    from cerebro.report.notebook import AutopsySummary  # the summary dict, displayed by notebooks
+
+    return AutopsySummary(execute(model, dataloader, config, output_dir, info, dev, loggers=loggers,  # notebooks
+                                  progress=progress_for(None, progress, progress_stream),
+                                  progress_stream=progress_stream, announce=True), output_dir)
