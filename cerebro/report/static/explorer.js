@@ -97,9 +97,14 @@
     controls(metaCols);
     root.addEventListener("keydown", keys);
     document.addEventListener("keydown", function (e) { if (!root.contains(e.target)) keys(e); });
-    var m = /sample=(\d+)/.exec(location.hash);
     apply();
-    if (m && +m[1] < n) select(+m[1]);
+    fromHash();
+    window.addEventListener("hashchange", fromHash);
+  }
+
+  function fromHash() {  /* report.html#sample=57 opens sample 57 */
+    var m = /sample=(\d+)/.exec(location.hash);
+    if (m && +m[1] < rowEls.length && +m[1] !== current) select(+m[1]);
   }
 
   function controls(metaCols) {
