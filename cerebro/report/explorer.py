@@ -4,7 +4,9 @@ stored beside the page so that ``report.html`` stays small however many samples 
 Written once the diagnostics have run (while the inputs are still in memory), into ``<output_dir>/explorer/``:
 
 - ``index.js``: one table row per sample (position, dataset index, target, prediction, error, metadata, per-sample
-  faithfulness and convergence, the sample's findings) and the methods' descriptions; loaded with the page.
+  faithfulness and convergence), the sample's findings as compact lists (``["g", method, why]`` degenerate map,
+  ``["a" | "d", method, method, spearman]`` agree / disagree, ``["c", method, relative delta, tolerance]`` not
+  converged; methods by position in ``methods``) and the methods' descriptions; loaded with the page.
 - ``maps_<k>.js``: for the samples of chunk ``k``, the input and each method's map as ``uint8`` (base64) with a
   per-sample scale; loaded by the page only when a sample of that chunk is selected.
 
@@ -183,6 +185,7 @@ def _write(ctx: Any, writer: ReportWriter, summary: dict[str, Any]) -> dict[str,
     per_sample = int(np.prod(x_shape)) + sum(int(np.prod(a.shape[1:])) for a in stored.values())
     chunk = int(max(1, min(256, CHUNK_BYTES // max(1, per_sample))))
     rows, notes_all = [], []
+    order = {m: k for k, m in enumerate(stored)}
     indices = np.asarray(ctx.samples.indices).reshape(-1)
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
@@ -199,23 +202,19 @@ def _write(ctx: Any, writer: ReportWriter, summary: dict[str, Any]) -> dict[str,
             else:
                 q, lo, hi = quantise_input(x)
                 entry.update(x=_b64(q), lo=lo, hi=hi)
-            notes = []
+            notes: list[list[Any]] = []  # compact, the page words them: [kind, method position(s), numbers]
             for m, v in views.items():
                 q, scale = quantise_map(v)
                 entry["maps"][m] = [_b64(q), scale, list(q.shape)]
                 why = _degenerate(v)
                 if why:
-                    notes.append({"kind": "degenerate", "method": m, "text": f"{m}: degenerate map ({why})"})
+                    notes.append(["g", order[m], why])
             for a in _agreement({m: v for m, v in views.items() if _degenerate(v) is None}, kinds):
-                word = "disagree" if a["disagree"] else "agree"
-                notes.append({"kind": "disagreement" if a["disagree"] else "agreement", "method": a["methods"],
-                              "text": f"{a['methods'][0]} and {a['methods'][1]} {word} (rank correlation "
-                                      f"{a['spearman']:.2f}{' < ' + str(DISAGREE) if a['disagree'] else ''})"})
+                notes.append(["d" if a["disagree"] else "a", order[a["methods"][0]], order[a["methods"][1]],
+                              a["spearman"]])
             for m, c in conv.items():
                 if c["relative"][i] is not None and not c["converged"][i]:
-                    notes.append({"kind": "convergence", "method": m,
-                                  "text": f"{m}: not converged (|delta| {c['relative'][i]:.2%} of |f(x) - f(baseline)|"
-                                          f" > {c['tolerance']:.0%})"})
+                    notes.append(["c", order[m], c["relative"][i], c["tolerance"]])
             samples.append(entry)
             notes_all.append(notes)
             row = [i, int(indices[i]) if i < indices.size else i, _scalar(target, i), _scalar(pred, i),
@@ -235,7 +234,7 @@ def _write(ctx: Any, writer: ReportWriter, summary: dict[str, Any]) -> dict[str,
              else None, "error_name": error_name,
              "channel_names": eeg.get("channel_names"), "sfreq": eeg.get("sfreq"),
              "columns": table_columns(list(meta), list(faith), list(conv), error_name),
-             "methods": methods, "left_out": left_out, "rows": rows, "notes": notes_all}
+             "methods": methods, "left_out": left_out, "rows": rows, "notes": notes_all, "disagree": DISAGREE}
     text = json.dumps(jsonable(index), separators=(",", ":"), allow_nan=False)
     writer.write_text(f"{FOLDER}/index.js", f"CerebroExplorer.index({text});\n")
     copy_static(folder)

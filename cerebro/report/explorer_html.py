@@ -47,7 +47,7 @@ def explorer_section(summary: dict[str, Any]) -> str:
             "</label><select id='explorer-class' aria-label='class'><option value=''>every class</option></select>"
             "<select id='explorer-group' aria-label='metadata group'><option value=''>every group</option></select>"
             "<span id='explorer-count' class='ex-count'></span></div>"
-            "<div class='ex-table'><table><thead id='explorer-head'></thead><tbody id='explorer-rows'></tbody>"
+            "<div class='ex-table wrap'><table><thead id='explorer-head'></thead><tbody id='explorer-rows'></tbody>"
             "</table></div><div id='explorer-detail' class='ex-detail' aria-live='polite'><p class='ex-hint'>"
             "Select a sample to see its maps.</p></div>"
             "<noscript><p class='partial'>The explorer needs JavaScript; the maps are also in arrays/*/attributions"

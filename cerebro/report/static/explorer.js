@@ -50,10 +50,20 @@
   }
 
   function col(key) { return D.columns.findIndex(function (c) { return c.key === key; }); }
+  var WORDS = {g: "degenerate", d: "disagree", c: "not converged"};
+  var KINDS = {g: "degenerate", a: "agreement", d: "disagreement", c: "convergence"};
   function rowFindings(i) {
-    var kinds = {};
-    (D.notes[i] || []).forEach(function (n) { if (n.kind !== "agreement") kinds[n.kind] = 1; });
-    return Object.keys(kinds).map(function (k) { return k === "convergence" ? "not converged" : k === "disagreement" ? "disagree" : "degenerate"; }).join(", ");
+    var seen = {};
+    (D.notes[i] || []).forEach(function (n) { if (WORDS[n[0]]) seen[WORDS[n[0]]] = 1; });
+    return Object.keys(seen).join(", ");
+  }
+  /* One finding in words: ["g", m, why] | ["a" or "d", m1, m2, spearman] | ["c", m, relative delta, tolerance]. */
+  function noteText(n) {
+    var name = function (k) { return D.methods[k].name; };
+    if (n[0] === "g") return name(n[1]) + ": degenerate map (" + n[2] + ")";
+    if (n[0] === "c") return name(n[1]) + ": not converged (|delta| " + (100 * n[2]).toPrecision(3) + "% of |f(x) - f(baseline)| > " + (100 * n[3]) + "%)";
+    return name(n[1]) + " and " + name(n[2]) + (n[0] === "d" ? " disagree" : " agree") + " (rank correlation " +
+      n[3].toFixed(2) + (n[0] === "d" ? " < " + D.disagree : "") + ")";
   }
 
   function init() {
@@ -229,7 +239,7 @@
     });
     d.appendChild(facts);
     var notes = el("ul", "ex-notes");
-    (D.notes[i] || []).forEach(function (n) { notes.appendChild(el("li", n.kind, n.text)); });
+    (D.notes[i] || []).forEach(function (n) { notes.appendChild(el("li", KINDS[n[0]], noteText(n))); });
     D.methods.forEach(function (m) { if (m.untrusted) notes.appendChild(el("li", "untrusted", m.name + ": do not read this map (" + m.untrusted + ")")); });
     if (!notes.children.length) notes.appendChild(el("li", "", "no findings on this sample"));
     d.appendChild(notes);
@@ -258,9 +268,9 @@
       box.appendChild(figure(null, C.input({shape: shape}, x, imageSize), "input", ""));
     }
     D.methods.forEach(function (m) {
-      var v = vals[m.name], entry = s.maps[m.name], canvas, bad = (D.notes[current] || []).filter(function (n) { return n.kind === "degenerate" && n.method === m.name; })[0];
+      var v = vals[m.name], entry = s.maps[m.name], canvas, bad = (D.notes[current] || []).filter(function (n) { return n[0] === "g" && D.methods[n[1]] === m; })[0];
       try {
-        if (bad) canvas = C.note(bad.text, w);
+        if (bad) canvas = C.note(noteText(bad), w);
         else if (m.kind === "signal") canvas = C.signal({shape: shape, names: D.channel_names, sfreq: D.sfreq}, x, v, rows, w);
         else if (m.kind === "image") canvas = C.image({shape: shape}, x, v, imageSize);
         else if (m.kind === "tokens") canvas = C.tokens({words: D.words}, s.ids, v, w);
