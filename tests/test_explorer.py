@@ -145,3 +145,16 @@ def test_progress_is_silent_when_the_output_is_not_interactive() -> None:
     assert not in_notebook()  # pytest is no Jupyter kernel
     assert progress_for(None, None, io.StringIO()) is None
     assert progress_for(None, True, io.StringIO()) == "tqdm"
+
+
+def test_spilled_samples_give_the_same_explorer_inputs(run, tmp_path: Path, monkeypatch) -> None:
+    """Inputs read back from the spill file (large runs) are quantised like inputs held in memory."""
+    import cerebro.samples as samples_mod
+
+    out, _ = run
+    real = samples_mod.collect_samples
+    monkeypatch.setattr("cerebro.runner.collect_samples", lambda *a, **k: real(*a, **{**k, "spill_bytes": 0}))
+    spilled = _run(tmp_path / "spilled", 20, ["predictions", "saliency"])
+    assert spilled["explorer"]["n_samples"] == 20
+    a, b = (_js(o / "explorer" / "maps_000.js", "chunk")["samples"] for o in (out, tmp_path / "spilled"))
+    assert [s["x"] for s in a] == [s["x"] for s in b] and [s["lo"] for s in a] == [s["lo"] for s in b]

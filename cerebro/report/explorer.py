@@ -189,8 +189,8 @@ def _write(ctx: Any, writer: ReportWriter, summary: dict[str, Any]) -> dict[str,
     indices = np.asarray(ctx.samples.indices).reshape(-1)
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
-        xs = ctx.samples.x[start:stop]
-        xs = (xs.numpy() if hasattr(xs, "numpy") else np.asarray(xs))
+        xs = ctx.samples.x[start:stop]  # a tensor (or rows read back from the spill file)
+        xs = xs.numpy() if input_kind == "token_ids" else xs.float().numpy()
         samples = []
         for i in range(start, stop):
             x = np.asarray(xs[i - start])
