@@ -262,7 +262,7 @@
     }
     var vals = {};
     D.methods.forEach(function (m) { vals[m.name] = C.values(s.maps[m.name]); });
-    var rows = shape.length === 2 ? C.shownRows(shape[0], shape[1], D.methods.filter(function (m) { return m.kind === "signal"; }).map(function (m) { return vals[m.name]; })) : null;
+    var rows = shape.length === 2 ? C.shownRows(shape[0], shape[1], D.methods.filter(function (m) { return m.kind === "signal"; }).map(function (m) { return vals[m.name]; }), x) : null;
     var imageSize = Math.min(260, Math.floor((w - 40) / Math.min(4, D.methods.length + 1)));
     if (D.methods.some(function (m) { return m.kind === "image"; }) && x) {
       box.appendChild(figure(null, C.input({shape: shape}, x, imageSize), "input", ""));
@@ -285,6 +285,8 @@
       var what = {signal: "channel x time, |attribution| behind the traces", image: "blended heat map, |attribution|",
                   tokens: "tokens coloured by attribution (red +, blue -)", spectral: "channel x frequency, |attribution|",
                   heatmap: "|attribution|", bars: "|attribution| per feature"}[m.kind];
+      if (m.kind === "signal" && v.length !== shape[0] * shape[1]) what = "time-only layer map, a band behind every channel";
+      if (m.kind === "signal" && rows && rows.length < shape[0]) what += "; the " + rows.length + " of " + shape[0] + " channels with the most attribution";
       box.appendChild(figure(m.name, canvas, what + " (max |value| " + fmt(entry[1]) + ")",
                              m.untrusted ? "do not read: " + m.untrusted : "", m.kind !== "image"));
     });

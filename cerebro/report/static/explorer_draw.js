@@ -194,13 +194,14 @@
     return c.el;
   }
 
-  /* The channels drawn for a sample: all up to 20, else the 20 with the most |map| in the first full map. */
-  function shownRows(C, T, maps) {
+  /* The channels drawn for a sample: all up to 20, else the 20 with the most |map| in the first full map (the
+     largest |input| when every map is time-only), as the gallery draws them. */
+  function shownRows(C, T, maps, x) {
     if (C <= 20) return Array.from({length: C}, function (_, i) { return i; });
-    var full = maps.filter(function (v) { return v.length === C * T; })[0], sums = [];
+    var full = maps.filter(function (v) { return v.length === C * T; })[0] || x, sums = [];  /* else the largest |x| */
     for (var r = 0; r < C; r++) {
       var s = 0;
-      if (full) for (var t = 0; t < T; t++) s += Math.abs(full[r * T + t]) || 0;
+      for (var t = 0; t < T; t++) s += Math.abs(full[r * T + t]) || 0;
       sums.push([s, r]);
     }
     sums.sort(function (a, b) { return b[0] - a[0] || a[1] - b[1]; });
