@@ -75,16 +75,18 @@ errors:__errors,scripts:document.scripts.length,text:document.body.innerText.inc
 
 def test_report_loads_cleanly_in_chromium(browser: str, report: Path, tmp_path: Path) -> None:
     page = report.read_text()
-    assert "<script" not in page  # the report runs no code, and the hostile strings are text
+    # the report's only code is the sample explorer's, loaded from explorer/; the hostile strings are text
+    assert re.findall(r"<script[^>]*>", page) == [f"<script src='explorer/{n}'>" for n in
+                                                   ("explorer_draw.js", "explorer.js", "index.js")]
     assert html.escape(HOSTILE) in page or html.escape(HOSTILE, quote=False) in page
-    probe = tmp_path / "probe.html"  # the same page with a test-only checker run at load
+    probe = report.parent / "probe.html"  # the same page with a test-only checker run at load, beside explorer/
     probe.write_text(page.replace("<head>", "<head>" + _CHECK, 1))
     dom = _run(browser, "--dump-dom", probe.as_uri()).stdout
     found = re.search(r'data-check="([^"]*)"', dom)
     assert found, dom[-2000:]
     check = json.loads(html.unescape(found.group(1)))
     assert check["errors"] == [] and check["broken"] == [], check
-    assert check["scripts"] == 1  # only the checker: nothing from the metadata became a script
+    assert check["scripts"] == 4  # the checker and the explorer's 3: nothing from the metadata became a script
     assert check["images"] == page.count("<img ") and check["images"] >= 15
     assert check["text"] is True  # the hostile string is shown as text
 

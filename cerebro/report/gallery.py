@@ -15,6 +15,7 @@ import numpy as np
 
 from cerebro.engine.context import AutopsyContext
 from cerebro.report.evidence import DISAGREE, agreement_word, map_agreement
+from cerebro.report.explorer import write_explorer
 from cerebro.report.findings import untrusted_methods
 from cerebro.report.overlays import fits, methods_figure, sample_figure
 from cerebro.report.writer import ReportWriter
@@ -40,6 +41,7 @@ def write_gallery(ctx: AutopsyContext, writer: ReportWriter, summary: dict[str, 
     method, ``gallery_worst<r>_<method>.png``, for inputs that cannot be drawn together) for the ``k`` worst
     samples; returns their records (dataset index, error, prediction, target, metadata, figures, agreement,
     untrusted methods), also stored as ``summary["gallery"]``."""
+    write_explorer(ctx, writer, summary)  # every sample and method, beside report.html (cerebro.report.explorer)
     worst = (summary["diagnostics"].get("failure_modes", {}).get("metrics") or {}).get("worst") or []
     methods = [n for n, r in summary["diagnostics"].items()
                if r["status"] == "ok" and f"arrays/{n}/attributions.npy" in r["artifacts"]]

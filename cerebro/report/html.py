@@ -1,4 +1,5 @@
-"""``report.html``: one self-contained page (figures embedded, no script, no external resource, opens offline).
+"""``report.html``: one page that opens offline (figures embedded, no external resource); its only scripts are the
+sample explorer's, loaded from the ``explorer/`` folder beside it (:mod:`cerebro.report.explorer_html`).
 
 Read top-down in two minutes: the status line and the findings (plain words, each linked to its evidence), the
 status of each diagnostic, the sanity-check verdicts, the worst-case gallery (every method's map over each worst
@@ -16,6 +17,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from cerebro.report.captions import caption
+from cerebro.report.explorer_html import explorer_section
 from cerebro.report.findings import SEVERITIES, compute_findings, display_status, fmt, sanity_verdicts, \
     untrusted_methods
 from cerebro.report.tables import kv_table, metric_tables, split_metrics, value_text
@@ -234,7 +236,7 @@ def render_html(writer: ReportWriter, summary: dict[str, Any]) -> str:
     sections, engine = _sections(writer, s, untrusted)
     warnings = "".join(f"<p class='partial'>warning: {escape(str(w))}</p>" for w in s.get("warnings") or [])
     body = (_header(s) + warnings + _findings(findings) + _glance(s, untrusted) + _sanity(s) + _gallery(writer, s)
-            + _drift(writer, s) + sections + _run_details(s, engine))
+            + explorer_section(s) + _drift(writer, s) + sections + _run_details(s, engine))
     return ("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
             "<meta name='viewport' content='width=device-width,initial-scale=1'><title>cerebro autopsy</title>"
             f"<style>{_CSS}</style></head><body><main>{body}</main></body></html>")

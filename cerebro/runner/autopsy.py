@@ -29,6 +29,7 @@ from cerebro.report.progress import Progress, progress_for
 from cerebro.report.writer import ReportWriter
 from cerebro.runner.config import AutopsyConfig, build_config
 from cerebro.runner.device import resolve_device
+from cerebro.report.notebook import AutopsySummary
 from cerebro.runner.diagnose import _diagnose, _interrupted, _status
 from cerebro.runner.prepare import _eeg_views, _prepare
 from cerebro.samples import SampleSet
@@ -217,6 +218,7 @@ def run_autopsy(
                           tokens)
     dev = resolve_device(device, model)
     info = CheckpointInfo(source="path", path=str(checkpoint)) if checkpoint not in (None, "live") else None
-    return execute(model, dataloader, config, output_dir, info, dev, loggers=loggers,
-                   progress=progress_for(None, progress, progress_stream), progress_stream=progress_stream,
-                   announce=True)
+    summary = execute(model, dataloader, config, output_dir, info, dev, loggers=loggers,
+                      progress=progress_for(None, progress, progress_stream), progress_stream=progress_stream,
+                      announce=True)
+    return AutopsySummary(summary, output_dir)  # the summary dict, which also displays itself in notebooks
