@@ -153,7 +153,7 @@ def test_spilled_samples_give_the_same_explorer_inputs(run, tmp_path: Path, monk
 
     out, _ = run
     real = samples_mod.collect_samples
-    monkeypatch.setattr("cerebro.runner.collect_samples", lambda *a, **k: real(*a, **{**k, "spill_bytes": 0}))
+    monkeypatch.setattr("cerebro.runner.prepare.collect_samples", lambda *a, **k: real(*a, **{**k, "spill_bytes": 0}))
     spilled = _run(tmp_path / "spilled", 20, ["predictions", "saliency"])
     assert spilled["explorer"]["n_samples"] == 20
     a, b = (_js(o / "explorer" / "maps_000.js", "chunk")["samples"] for o in (out, tmp_path / "spilled"))
