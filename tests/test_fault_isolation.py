@@ -83,26 +83,33 @@ class _Slow(nn.Module):
     shared forward pass (no gradients) stays fast, so the budgets below are spent inside IG whatever the machine:
     12 samples of IG take >= 2.4 s, 8x the 0.3 s budget."""
 
+    grad_passes = 0
+
     def __init__(self) -> None:
         super().__init__()
         self.net = TinyConv1d()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled():
+            type(self).grad_passes += 1  # on the class: the autopsy runs a copy of the module
             time.sleep(0.2)
         return self.net(x)
 
 
 def test_time_budget_stops_a_long_diagnostic_and_the_rest_still_run(tmp_path: Path) -> None:
+    model = _Slow().eval()
+    _Slow.grad_passes = 0
     with pytest.warns(UserWarning, match="time budget"):
-        summary = run_autopsy(_Slow().eval(), _loader(), output_dir=tmp_path, batch_size=1, time_budget_s=0.3,
+        summary = run_autopsy(model, _loader(), output_dir=tmp_path, batch_size=1, time_budget_s=0.3,
                               diagnostics=[{"integrated_gradients": {"n_steps": 64, "internal_batch_size": 64}},
                                            "predictions"])
     ig = summary["diagnostics"]["integrated_gradients"]
     assert ig["status"] == "failed"
     assert ig["reason"] == ("DiagnosticTimeout: integrated_gradients ran past its time budget of 0.3 s "
                             "(time_budget_s)")
-    assert ig["seconds"] < 3  # stopped at the next block, not after all 12 samples x 64 steps
+    # stopped at the next check between blocks: at most the passes of one block ran (12 samples x 64 steps at 64
+    # points per pass), counted rather than timed so that a loaded machine cannot fail it
+    assert 1 <= _Slow.grad_passes <= 12
     assert summary["diagnostics"]["predictions"]["status"] == "ok"
 
 
