@@ -153,7 +153,25 @@ def run_from_config(cfg: DictConfig) -> dict[str, Any]:
     dm.setup({"val": "validate", "test": "test", "train": "fit"}[split])
     loader = getattr(dm, f"{split}_dataloader")()
     info = CheckpointInfo(source="path", path=ckpt)
-    return execute(model, loader, config, cfg.output_dir, info, device, source=f"{split} split")
+    extras = _influence_extras(dm, config, split)  # issue 22: training_influence's training data
+    return execute(model, loader, config, cfg.output_dir, info, device, source=f"{split} split", extras=extras)
+
+
+def _influence_extras(dm: Any, config: Any, split: str) -> dict[str, Any] | None:
+    """The datamodule's training data in a fixed order, when training_influence runs (its checkpoints come from
+    ``autopsy.diagnostics.training_influence.checkpoints``: a list or a glob)."""
+    from cerebro.engine.influence_data import KEY, TrainingData, fixed_order
+
+    if not any(d.name == KEY for d in config.diagnostics):
+        return None
+    try:
+        if split != "train":
+            dm.setup("fit")
+        fixed, indices, note = fixed_order(dm.train_dataloader())
+    except Exception as err:  # noqa: BLE001 - said by the diagnostic: no training data reachable
+        return {KEY: TrainingData(None, note=f"{type(dm).__name__}.train_dataloader() failed: {err}")}
+    return {KEY: TrainingData(fixed, config.batch, indices, [], f"{type(dm).__name__}.train_dataloader()", note,
+                              config.weights_only)}
 
 
 def _compose(overrides: list[str]) -> DictConfig:

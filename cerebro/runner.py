@@ -213,7 +213,8 @@ def _status(records: dict[str, dict[str, Any]]) -> tuple[str, str | None]:
 
 
 def _prepare(model: nn.Module, data: Iterable[Any] | SampleSet, config: AutopsyConfig, checkpoint: CheckpointInfo,
-             device: torch.device, source: str, spill: str, summary: dict[str, Any], comm: Comm) -> AutopsyContext:
+             device: torch.device, source: str, spill: str, summary: dict[str, Any], comm: Comm,
+             extras: Mapping[str, Any] | None = None) -> AutopsyContext:  # extras: training_influence (issue 22)
     """Samples, the model copy, the target preflight and the shared forward pass: everything diagnostics share."""
     samples = data if isinstance(data, SampleSet) else collect_samples(
         data, config.max_samples, config.batch, config.sampling, config.seed, source, spill_dir=spill)
@@ -277,7 +278,7 @@ def _prepare(model: nn.Module, data: Iterable[Any] | SampleSet, config: AutopsyC
     return AutopsyContext(model=work, target=config.target, samples=samples, device=device, batch_size=batch_size,
                           outputs=outputs, index=None if index is None else index.cpu(), seed=config.seed,
                           memory_budget=budget, observed=observed, comm=comm, tokens=tokens,
-                          extras={"diagnostics": list(config.diagnostics)})
+                          extras={"diagnostics": list(config.diagnostics), **(extras or {})})  # issue 22: extras
 
 
 def _interrupted(config: AutopsyConfig, writer: ReportWriter, summary: dict[str, Any], comm: Comm) -> None:
@@ -407,6 +408,7 @@ def execute(
     progress: str | None = None,
     progress_stream: Any = None,
     announce: bool = False,
+    extras: Mapping[str, Any] | None = None,  # issue 22: e.g. {"training_influence": TrainingData}
 ) -> dict[str, Any]:
     """Run a validated autopsy and write the report; returns the summary dict (also ``summary.json``).
 
@@ -414,6 +416,7 @@ def execute(
     ``history``: ``(epoch, folder)`` of periodic autopsies during training, summarised as ``drift``.
     ``progress``: ``"tqdm"``, ``"rich"`` or ``None`` (silent), see :func:`cerebro.report.progress.progress_for`.
     ``announce``: print one line with the status and the report's path at the end (rank 0 only).
+    ``extras``: entries added to the diagnostics' ``ctx.extras`` (the training data of ``training_influence``).
     """
     checkpoint = checkpoint or CheckpointInfo(source="live")
     device = device or resolve_device(None, model)
@@ -445,7 +448,7 @@ def execute(
         with torch.inference_mode(False), torch.enable_grad(), preserved_rng():
             ctx, error = None, None
             try:
-                ctx = _prepare(model, data, config, checkpoint, device, source, spill, summary, comm)
+                ctx = _prepare(model, data, config, checkpoint, device, source, spill, summary, comm, extras)  # issue 22
             except (AutopsyAbort, CerebroConfigError) as err:
                 error = str(err)
             except Exception as err:  # noqa: BLE001 - the autopsy never breaks the caller unless strict
