@@ -307,6 +307,7 @@ def test_single_checkpoint(tmp_path: Path) -> None:
 def test_loss_not_per_sample(tmp_path: Path) -> None:
     train, test = _data()
     model = Net().eval()
+    del model.loss_fn
     model.loss_fn = lambda o, y: F.cross_entropy(o, y) * o.shape[0] ** 0.5  # couples the samples of a batch
     reason = _failed(run_direct(model, train, test, tmp_path, {}, _two(model)))
     assert "`training_influence`: the loss `module.loss_fn` cannot be evaluated per sample" in reason
@@ -339,3 +340,38 @@ def test_option_validation(tmp_path: Path, options: dict, message: str | None) -
     model = Net().eval()
     reason = _failed(run_direct(model, train, test, tmp_path, options))
     assert "`training_influence.checkpoints`: '/nonexistent/*.ckpt' matches no file" in reason
+
+
+def test_script_reads_modelcheckpoint_files(tmp_path: Path) -> None:
+    """cerebro-autopsy with `training_influence.checkpoints` as a glob of ModelCheckpoint's files (learning rate
+    from their optimizer state), the training data from the datamodule; metadata (subject) in the findings."""
+    from hydra import compose, initialize_config_dir
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from cerebro.cli import run_from_config
+    from cerebro.demo import EEGRegressor, SyntheticEEGDataModule
+    from cerebro.paths import config_dir
+
+    pl.seed_everything(0, verbose=False)
+    dm = SyntheticEEGDataModule(n_train=48, n_val=16, n_test=16, n_chans=8, n_times=128, batch_size=8)
+    ckpts = ModelCheckpoint(dirpath=tmp_path / "ckpts", filename="e{epoch}", save_top_k=-1,
+                            auto_insert_metric_name=False)
+    pl.Trainer(max_epochs=3, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
+               enable_model_summary=False, callbacks=[ckpts]).fit(EEGRegressor(n_chans=8, n_times=128), datamodule=dm)
+    data = "{_target_:cerebro.demo.SyntheticEEGDataModule,n_train:48,n_val:16,n_test:16,n_chans:8,n_times:128,batch_size:8}"
+    out = tmp_path / "script"
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose(config_name="autopsy_script", overrides=[
+            f"checkpoint={tmp_path / 'ckpts' / 'e2.ckpt'}", "model=cerebro.demo.EEGRegressor", f"data={data}",
+            f"output_dir={out}", "device=cpu", "~autopsy/diagnostics",
+            f"+autopsy.diagnostics={{predictions: {{}}, training_influence: {{k: 4, checkpoints: '{tmp_path}/ckpts/e*.ckpt'}}}}"])
+    summary = run_from_config(cfg)
+    rec = summary["diagnostics"]["training_influence"]
+    assert rec["status"] == "ok", rec["reason"]
+    m = rec["metrics"]
+    assert (m["checkpoints"], m["n_train"], m["k"]) == (3, 48, 4)
+    assert m["learning_rates"] == [pytest.approx(3e-3)] * 3  # Adam's lr, read from each file's optimizer state
+    assert arrays(out)["proponents"].shape == (16, 4)
+    case = m["worst_cases"][0]
+    assert set(case["proponents"][0]["metadata"]) == {"field_2"} and case["proponents"][0]["label"] is not None
+    assert rec["flags"][-1].startswith(f"worst sample {case['index']}'s strongest proponents are ")
