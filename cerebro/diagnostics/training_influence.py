@@ -244,7 +244,7 @@ class TrainingInfluence(Diagnostic):
         for fld, counts in groups.items():
             value, n = next(iter(counts.items()))
             if n >= max(2, 0.5 * outliers.size):
-                text += f"; {n} of them are from {fld} {value}"
+                text += f"; {n} of them are from {_group(fld, value)}"
                 break
         out.flag(text + f" (training positions {[int(i) for i in outliers[:10]]}{' ...' if outliers.size > 10 else ''})")
 
@@ -269,7 +269,7 @@ class TrainingInfluence(Diagnostic):
         for fld, counts in _groups(np.asarray(pos), meta).items():
             value, n = next(iter(counts.items()))
             if n >= max(2, 0.5 * len(pos)):
-                where = f"{n} of {len(pos)} windows of {fld} {value}"
+                where = f"{n} of {len(pos)} windows of {_group(fld, value)}"
                 break
         own = case["label"]
         text = f"worst sample {case['index']}'s strongest proponents are {where}"
@@ -286,8 +286,10 @@ class TrainingInfluence(Diagnostic):
                 cases: list[dict[str, Any]]) -> None:
         want = sorted({e["position"] for c in cases for e in [*c["proponents"][:SHOWN], *c["opponents"][:SHOWN]]})
         rows = _rows_at(data, want)
-        fig = Figure(figsize=(2.2 * (1 + 2 * SHOWN), 1.9 * len(cases)), layout="constrained")
+        fig = Figure(figsize=(2.2 * (1 + 2 * SHOWN), 0.4 + 1.9 * len(cases)))
         grid = fig.subplots(len(cases), 1 + 2 * SHOWN, squeeze=False)
+        fig.subplots_adjust(left=0.02, right=0.98, bottom=0.06, top=1 - 0.5 / (0.4 + 1.9 * len(cases)), hspace=0.6,
+                            wspace=0.12)  # fixed margins: a layout engine costs seconds on 21 panels
         for r, case in enumerate(cases):
             x = ctx.samples.x[case["row"] : case["row"] + 1][0].numpy()
             _panel(grid[r][0], x, f"sample {case['index']}\nlabel {_num(case['label'])}, loss {case['loss']:.3g}", "C3")
@@ -309,6 +311,11 @@ def _num(v: Any) -> str:
     if isinstance(v, list) and len(v) == 1:
         v = v[0]
     return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def _group(fld: str, value: str) -> str:
+    """``subject 3`` for named fields, ``field_2=3`` for unnamed tuple positions."""
+    return f"{fld}={value}" if fld.startswith("field_") else f"{fld} {value}"
 
 
 def _groups(pos: np.ndarray, meta: dict[str, list[Any]]) -> dict[str, dict[str, int]]:
@@ -345,19 +352,17 @@ def _panel(ax: Any, x: np.ndarray, title: str, color: str) -> None:
         img = np.transpose(x, (1, 2, 0))
         img = (img - img.min()) / (np.ptp(img) or 1.0)
         ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray")
-        ax.set_xticks([])
-        ax.set_yticks([])
     elif x.ndim == 2:
         shown = x[: min(x.shape[0], 12)]
         scale = float(np.abs(shown).max()) or 1.0
         for c in range(shown.shape[0]):
             ax.plot(c - 0.45 * shown[c] / scale, color="0.1", lw=0.5)
         ax.set_ylim(shown.shape[0] - 0.5, -0.5)
-        ax.set_yticks([])
     elif x.ndim == 1 and x.size > 32:
         ax.plot(x, color="0.1", lw=0.6)
     else:
         flat = x.reshape(-1)[:64]
         ax.bar(np.arange(flat.size), flat, color="0.3")
+    ax.set_xticks([])  # small multiples: ticks would cost most of the drawing time and say little
+    ax.set_yticks([])
     ax.set_title(title, fontsize=7, color=color)
-    ax.tick_params(labelsize=6)
