@@ -160,18 +160,17 @@ def run_from_config(cfg: DictConfig) -> dict[str, Any]:
 def _influence_extras(dm: Any, config: Any, split: str) -> dict[str, Any] | None:
     """The datamodule's training data in a fixed order, when training_influence runs (its checkpoints come from
     ``autopsy.diagnostics.training_influence.checkpoints``: a list or a glob)."""
-    from cerebro.engine.influence_data import KEY, TrainingData, fixed_order
+    from cerebro.engine.influence_data import KEY, training_extras
 
     if not any(d.name == KEY for d in config.diagnostics):
         return None
     try:
         if split != "train":
             dm.setup("fit")
-        fixed, indices, note = fixed_order(dm.train_dataloader())
+        loader, source = dm.train_dataloader(), f"{type(dm).__name__}.train_dataloader()"
     except Exception as err:  # noqa: BLE001 - said by the diagnostic: no training data reachable
-        return {KEY: TrainingData(None, note=f"{type(dm).__name__}.train_dataloader() failed: {err}")}
-    return {KEY: TrainingData(fixed, config.batch, indices, [], f"{type(dm).__name__}.train_dataloader()", note,
-                              config.weights_only)}
+        loader, source = None, f"{type(dm).__name__}.train_dataloader() failed: {err}"
+    return training_extras(loader, config.batch, source, weights_only=config.weights_only)
 
 
 def _compose(overrides: list[str]) -> DictConfig:

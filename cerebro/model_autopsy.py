@@ -16,7 +16,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from cerebro.engine.distributed import Comm
-from cerebro.engine.influence_data import KEY as INFLUENCE, SnapshotRecorder, TrainingData, fixed_order
+from cerebro.engine.influence_data import KEY as INFLUENCE, SnapshotRecorder, training_extras
 from cerebro.errors import AutopsyFailure, CerebroConfigError, choice_error
 from cerebro.model_source import CHECKPOINT_CHOICES, resolve_checkpoint
 from cerebro.preflight import check_target_on_batch, first_batch
@@ -367,8 +367,7 @@ class ModelAutopsy(Callback):
             except Exception as err:  # noqa: BLE001 - said by the diagnostic: no training data reachable
                 log.debug("cerebro: no train_dataloader for training_influence: %s", err)
         recorder = getattr(self, "_influence", None)
-        snaps = list(recorder.snapshots) if recorder is not None else []
         if loader is None:
-            return {INFLUENCE: TrainingData(None, note="the Trainer, datamodule and module give no train_dataloader")}
-        fixed, indices, note = fixed_order(loader)
-        return {INFLUENCE: TrainingData(fixed, self.config.batch, indices, snaps, source, note, self.config.weights_only)}
+            source = "the Trainer, datamodule and module give no train_dataloader"
+        return training_extras(loader, self.config.batch, source, recorder.snapshots if recorder else (),
+                               self.config.weights_only)

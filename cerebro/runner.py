@@ -30,6 +30,7 @@ from cerebro.diagnostics.base import Diagnostic
 from cerebro.engine.budget import default_budget_bytes
 from cerebro.engine.context import AutopsyContext, compute_outputs
 from cerebro.engine.distributed import SINGLE, Comm
+from cerebro.engine.influence_data import training_extras  # issue 22
 from cerebro.engine.rng import preserved_rng
 from cerebro.errors import AutopsyAbort, AutopsyFailure, CerebroConfigError, DiagnosticSkipped, choice_error
 from cerebro.model_source import CheckpointInfo, prepare_model, sha256_file
@@ -522,6 +523,7 @@ def run_autopsy(
     output_key: int | str | None = None,
     weights_only: bool = True,
     tokens: Any = None,
+    train_dataloader: Iterable[Any] | None = None,  # issue 22: training_influence's training data
 ) -> dict[str, Any]:
     """Run a model autopsy on ``model`` (an ``nn.Module`` or ``LightningModule``) over ``dataloader``.
 
@@ -556,6 +558,8 @@ def run_autopsy(
             (see :class:`~cerebro.adapters.tokens.TokenOptions`).
         resume: skip diagnostics that a previous autopsy in ``output_dir`` finished on the same checkpoint file
             (sha256), samples, target and options.
+        train_dataloader: the training data of ``training_influence`` (read once, in dataset order); its
+            checkpoints are the files of its ``checkpoints`` option.
 
     Returns:
         The summary, as written to ``<output_dir>/summary.json``.
@@ -565,6 +569,8 @@ def run_autopsy(
                           tokens)
     dev = resolve_device(device, model)
     info = CheckpointInfo(source="path", path=str(checkpoint)) if checkpoint not in (None, "live") else None
+    extras = None if train_dataloader is None else training_extras(  # issue 22
+        train_dataloader, config.batch, "train_dataloader", weights_only=weights_only)
     return execute(model, dataloader, config, output_dir, info, dev, loggers=loggers,
                    progress=progress_for(None, progress, progress_stream), progress_stream=progress_stream,
-                   announce=True)
+                   announce=True, extras=extras)

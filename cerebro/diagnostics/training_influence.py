@@ -157,8 +157,8 @@ class TrainingInfluence(Diagnostic):
             why = getattr(data, "note", None) or "none was handed to the autopsy"
             raise CerebroConfigError(
                 f"`training_influence`: no training data reachable ({why}); it runs from the ModelAutopsy callback "
-                "(the datamodule's train_dataloader or the loaders given to fit) or the cerebro-autopsy script "
-                "(the datamodule's train_dataloader)")
+                "(the datamodule's train_dataloader or the loaders given to fit), the cerebro-autopsy script (the "
+                "datamodule's train_dataloader) or run_autopsy(train_dataloader=...)")
         opts = self.options
         layer = self.final_layer(ctx.model) if opts.mode == "last_layer" else None
         if layer is not None:

@@ -22,7 +22,7 @@ from cerebro.engine.influence import Snapshot
 from cerebro.errors import CerebroConfigError
 from cerebro.samples import BatchSpec
 
-__all__ = ["TrainingData", "fixed_order", "SnapshotRecorder", "checkpoint_paths"]
+__all__ = ["TrainingData", "fixed_order", "SnapshotRecorder", "checkpoint_paths", "training_extras"]
 
 KEY = "training_influence"
 
@@ -95,3 +95,13 @@ def checkpoint_paths(spec: str | Sequence[str]) -> list[str]:
                                      f"start in {os.getcwd()})")
         out += [m for m in matches if m not in out]
     return out
+
+
+def training_extras(loader: Any, spec: BatchSpec, source: str, snapshots: Sequence[Snapshot] = (),
+                    weights_only: bool = True) -> dict[str, TrainingData]:
+    """``ctx.extras`` entry of ``training_influence``: ``loader`` read in a fixed order (``None``: no training data,
+    ``source`` says why)."""
+    if loader is None:
+        return {KEY: TrainingData(None, note=source)}
+    fixed, indices, note = fixed_order(loader)
+    return {KEY: TrainingData(fixed, spec, indices, list(snapshots), source, note, weights_only)}
