@@ -248,6 +248,9 @@ class TracIn:
     # -- scores -------------------------------------------------------------------------------------------------
     def scores(self, test: list[Any], train: list[Any]) -> Tensor:
         """``(N_test, B)``: ``sum_c lr_c <grad_c(test), grad_c(train)>``."""
+        if self.mode == "last_layer" and self.shared:  # the features do not change: (a . a') once, not per checkpoint
+            g = sum(lr * (t[0] @ r[0].T) for lr, t, r in zip(self.lrs, test, train))
+            return g * (test[0][1] @ train[0][1].T)
         total = None
         for lr, t, r in zip(self.lrs, test, train):
             s = (t[0] @ r[0].T) * (t[1] @ r[1].T) if self.mode == "last_layer" else t @ r.T
