@@ -173,6 +173,12 @@ class TrainingInfluence(Diagnostic):
         tracin = TracIn(ctx.model, snaps, loss, opts.mode, ctx.device, layer, opts.projection_dim, ctx.seed,
                         ctx.memory_budget)
         tracin.chunk = min(tracin.chunk, points_per_pass(ctx.model, ctx.x(slice(0, 1)), ctx.memory_budget))
+        held = ctx.n * tracin.n_params * len(snaps) * 4
+        if opts.mode == "exact" and held > ctx.memory_budget:
+            raise CerebroConfigError(
+                f"`training_influence.mode`: exact keeps {ctx.n} studied samples x {tracin.n_params} parameters x "
+                f"{len(snaps)} checkpoints = {held / 2**20:.0f} MiB of gradients, over the memory budget "
+                f"({ctx.memory_budget / 2**20:.0f} MiB); use mode: projected (projection_dim) or last_layer")
         test = tracin.embed_all(ctx.samples.x, y_test, ctx.n)
         labels: list[Any] = []
         meta: dict[str, list[Any]] = {}
