@@ -183,8 +183,16 @@ class TrainingInfluence(Diagnostic):
         labels: list[Any] = []
         meta: dict[str, list[Any]] = {}
 
-        def tick(_seen: int) -> None:
+        bar = ctx.extras.get("progress")
+        try:
+            total: Any = len(data.loader.dataset)  # type: ignore[union-attr, arg-type]
+        except (AttributeError, TypeError):  # an iterable without a sized dataset
+            total = "?"
+
+        def tick(seen: int) -> None:
             ctx.check_deadline()
+            if bar is not None:
+                bar.running(f"{self.name}: {seen}/{total} training samples")
 
         stream = batches(data.loader, data.spec.split, labels, meta, _per_sample)
         res = tracin.run(test, stream, opts.k, tick)
