@@ -375,3 +375,36 @@ def test_script_reads_modelcheckpoint_files(tmp_path: Path) -> None:
     case = m["worst_cases"][0]
     assert set(case["proponents"][0]["metadata"]) == {"field_2"} and case["proponents"][0]["label"] is not None
     assert rec["flags"][-1].startswith(f"worst sample {case['index']}'s strongest proponents are ")
+
+
+class Squeezed(nn.Module):
+    """A regressor returning ``(B,)`` (its head's ``(B, 1)`` squeezed), without a loss attribute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(4, 8), nn.ReLU())
+        self.fc = nn.Linear(8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.body(x)).squeeze(-1)
+
+
+@pytest.mark.parametrize("mode", ["last_layer", "projected", "exact"])
+def test_squeezed_output_default_loss_all_modes(tmp_path: Path, mode: str) -> None:
+    """run_autopsy(train_dataloader=...) with checkpoint files; the target's default (squared error) loss."""
+    from cerebro import run_autopsy
+
+    torch.manual_seed(0)
+    model, x = Squeezed(), torch.randn(48, 4)
+    y = x.sum(1)
+    for i in range(3):
+        torch.save({"state_dict": {k: v + 0.05 * i for k, v in model.state_dict().items()}}, tmp_path / f"c{i}.pt")
+    s = run_autopsy(model, DataLoader(TensorDataset(x[:12], y[:12]), 8), output_dir=tmp_path / "out",
+                    diagnostics=[{"training_influence": {"mode": mode, "checkpoints": [str(tmp_path / "c*.pt")], "k": 3}}],
+                    train_dataloader=DataLoader(TensorDataset(x, y), 16, shuffle=True))
+    rec = s["diagnostics"]["training_influence"]
+    assert rec["status"] == "ok", rec["reason"]
+    assert rec["metrics"]["loss_source"] == "default_regression" and rec["metrics"]["learning_rates"] == [1.0] * 3
+    arr = arrays(tmp_path / "out")
+    assert arr["proponents"].shape == (12, 3) and arr["self_influence"].shape == (48,)
+    assert (arr["self_influence"] >= 0).all() and (arr["proponent_scores"][:, 0] >= arr["opponent_scores"][:, 0]).all()

@@ -146,7 +146,9 @@ class TrainingInfluence(Diagnostic):
                 out = ctx.model(ctx.x(slice(0, min(ctx.n, 2))))
         finally:
             handle.remove()
-        if not seen or not isinstance(out, Tensor) or seen[-1].shape != out.shape or not torch.equal(seen[-1], out):
+        last = seen[-1] if seen else None  # the model may reshape it, e.g. (B, 1) -> (B,) with squeeze
+        if not (isinstance(last, Tensor) and isinstance(out, Tensor) and last.numel() == out.numel()
+                and torch.equal(last.reshape(out.shape), out)):
             raise CerebroConfigError(
                 f"`training_influence.layer`: {layer!r} is not the final layer (its output is not the model's "
                 "output); name the nn.Linear whose output the model returns, or use mode: projected")
