@@ -157,7 +157,24 @@ def run_from_config(cfg: DictConfig) -> dict[str, Any]:
     dm.setup({"val": "validate", "test": "test", "train": "fit"}[split])
     loader = getattr(dm, f"{split}_dataloader")()
     info = CheckpointInfo(source="path", path=ckpt)
-    return execute(model, loader, config, cfg.output_dir, info, device, source=f"{split} split")
+    extras = _influence_extras(dm, config, split)  # issue 22: training_influence's training data
+    return execute(model, loader, config, cfg.output_dir, info, device, source=f"{split} split", extras=extras)
+
+
+def _influence_extras(dm: Any, config: Any, split: str) -> dict[str, Any] | None:
+    """The datamodule's training data in a fixed order, when training_influence runs (its checkpoints come from
+    ``autopsy.diagnostics.training_influence.checkpoints``: a list or a glob)."""
+    from cerebro.engine.influence_data import KEY, training_extras
+
+    if not any(d.name == KEY for d in config.diagnostics):
+        return None
+    try:
+        if split != "train":
+            dm.setup("fit")
+        loader, source = dm.train_dataloader(), f"{type(dm).__name__}.train_dataloader()"
+    except Exception as err:  # noqa: BLE001 - said by the diagnostic: no training data reachable
+        loader, source = None, f"{type(dm).__name__}.train_dataloader() failed: {err}"
+    return training_extras(loader, config.batch, source, weights_only=config.weights_only)
 
 
 def _compose(overrides: list[str]) -> DictConfig:

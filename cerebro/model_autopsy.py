@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from cerebro.config import layer_diagnostics
 from cerebro.engine.distributed import Comm
+from cerebro.engine.influence_data import KEY as INFLUENCE, SnapshotRecorder, training_extras
 from cerebro.errors import AutopsyFailure, CerebroConfigError, choice_error
 from cerebro.model_source import CHECKPOINT_CHOICES, resolve_checkpoint
 from cerebro.preflight import check_target_on_batch, first_batch
@@ -223,12 +224,14 @@ class ModelAutopsy(Callback):
         if not self._target_checked:
             self._target_checked = True
             self._check_target(trainer, pl_module)
+        self._influence_setup(pl_module, stage)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._train_device = pl_module.device
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # After this epoch's validation, in the training context (gradients on, not inference mode).
+        self._influence_snapshot(trainer, pl_module)
         k = self.every_n_epochs
         if k is None or trainer.sanity_checking or (trainer.current_epoch + 1) % k:
             return
@@ -327,7 +330,8 @@ class ModelAutopsy(Callback):
             device = resolve_device(self.device) if self.device is not None else (self._train_device or pl_module.device)
             summary = execute(pl_module, loader, config, out, info, device, source=source,
                               loggers=trainer.loggers, step=trainer.global_step, comm=comm, history=history,
-                              progress=progress_for(trainer), announce=stage != "epoch")
+                              progress=progress_for(trainer), announce=stage != "epoch",
+                              extras=None if stage == "epoch" else self._influence_extras(trainer, pl_module))
         except AutopsyFailure:
             raise
         except Exception as err:  # noqa: BLE001 - never break the user's run unless strict
@@ -339,3 +343,39 @@ class ModelAutopsy(Callback):
         self.runs.append({"stage": stage, "status": summary["status"], "output_dir": str(out),
                           **({"epoch": trainer.current_epoch} if stage == "epoch" else {})})
         log.info("cerebro: autopsy after %s: %s, report at %s", stage, summary["status"], out / "report.html")
+
+    # -- training_influence (TracIn): snapshots during training, the training data afterwards ----------------------
+    def _influence_diag(self) -> Any:
+        return next((d for d in self.config.diagnostics if d.name == INFLUENCE), None)
+
+    def _influence_setup(self, pl_module: pl.LightningModule, stage: str) -> None:
+        """Which parameters to snapshot (the final layer, or all), when training_influence uses the callback's own;
+        a new fit starts a new series."""
+        diag = self._influence_diag()
+        if diag is not None and diag.options.checkpoints is None and (
+                stage == "fit" or getattr(self, "_influence", None) is None):
+            self._influence = SnapshotRecorder(diag.tracked(pl_module), diag.options.snapshots)
+
+    def _influence_snapshot(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """A CPU copy of the tracked parameters and the epoch's learning rate, every ``snapshots`` epochs."""
+        recorder = getattr(self, "_influence", None)
+        if recorder is not None and not trainer.sanity_checking:
+            recorder.maybe_keep(pl_module, trainer.current_epoch, trainer.optimizers)
+
+    def _influence_extras(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any] | None:
+        """The training data in a fixed order for training_influence (read later, under the autopsy's preserved
+        random state), from the loaders given to fit, else the datamodule's or module's train_dataloader."""
+        if self._influence_diag() is None:
+            return None
+        loader, source = _first(getattr(trainer, "train_dataloader", None)), "the training loader of fit"
+        if loader is None:
+            owner = trainer.datamodule if getattr(trainer, "datamodule", None) is not None else pl_module
+            try:
+                loader, source = _first(owner.train_dataloader()), f"{type(owner).__name__}.train_dataloader()"
+            except Exception as err:  # noqa: BLE001 - said by the diagnostic: no training data reachable
+                log.debug("cerebro: no train_dataloader for training_influence: %s", err)
+        recorder = getattr(self, "_influence", None)
+        if loader is None:
+            source = "the Trainer, datamodule and module give no train_dataloader"
+        return training_extras(loader, self.config.batch, source, recorder.snapshots if recorder else (),
+                               self.config.weights_only)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import tempfile
 import time
 from pathlib import Path
 
@@ -188,6 +189,13 @@ def _case(name: str) -> tuple[nn.Module, torch.utils.data.DataLoader, dict, obje
     if name == "attention_rollout":
         x = torch.randn(6, 3, 16, 16, generator=torch.Generator().manual_seed(1))
         return TinyViT(), _loader(x, torch.randint(0, 3, (6,))), {}, "classification"
+    if name == "training_influence":  # TracIn: training data (the same loader) and two checkpoint files
+        folder = Path(tempfile.mkdtemp(prefix="tracin-"))
+        torch.manual_seed(0)
+        model = TinyConv1d()
+        for i in range(2):
+            torch.save({"state_dict": {k: v + 0.01 * i for k, v in model.state_dict().items()}}, folder / f"c{i}.pt")
+        return model, _loader(), {"checkpoints": str(folder / "c*.pt")}, "regression"
     opts = {"neuron_integrated_gradients": {"layer": "conv2", "neuron": [0, 3]},
             "sanity_checks": {"samples": 3, "layers": 2},
             "spectral_integrated_gradients": {"sfreq": 100.0, "n_steps": 4}}.get(name, {})
@@ -209,7 +217,9 @@ def test_every_diagnostic_leaves_module_hooks_and_rng_untouched(tmp_path: Path, 
     states = (torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate())
     # sanity_checks and faithfulness read the maps of the run's attribution diagnostics
     diagnostics = [{name: opts}] if name not in ("sanity_checks", "faithfulness") else ["saliency", {name: opts}]
-    summary = run_autopsy(model, loader, output_dir=tmp_path, diagnostics=diagnostics, target=target, max_samples=6)
+    train = {"train_dataloader": _loader()} if name == "training_influence" else {}
+    summary = run_autopsy(model, loader, output_dir=tmp_path, diagnostics=diagnostics, target=target, max_samples=6,
+                          **train)
     assert summary["diagnostics"][name]["status"] == "ok", summary["diagnostics"][name]["reason"]
     assert_untouched(model, before, hooks)
     assert model.training and all(m.training for m in model.modules())

@@ -29,6 +29,7 @@ from cerebro.report.progress import Progress, progress_for
 from cerebro.report.writer import ReportWriter
 from cerebro.runner.config import AutopsyConfig, build_config
 from cerebro.runner.device import resolve_device
+from cerebro.engine.influence_data import training_extras
 from cerebro.report.notebook import AutopsySummary
 from cerebro.runner.diagnose import _diagnose, _interrupted, _status
 from cerebro.runner.prepare import _eeg_views, _prepare
@@ -63,6 +64,7 @@ def execute(
     progress: str | None = None,
     progress_stream: Any = None,
     announce: bool = False,
+    extras: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run a validated autopsy and write the report; returns the summary dict (also ``summary.json``).
 
@@ -70,6 +72,7 @@ def execute(
     ``history``: ``(epoch, folder)`` of periodic autopsies during training, summarised as ``drift``.
     ``progress``: ``"tqdm"``, ``"rich"`` or ``None`` (silent), see :func:`cerebro.report.progress.progress_for`.
     ``announce``: print one line with the status and the report's path at the end (rank 0 only).
+    ``extras``: entries added to the diagnostics' ``ctx.extras`` (the training data of ``training_influence``).
     """
     checkpoint = checkpoint or CheckpointInfo(source="live")
     device = device or resolve_device(None, model)
@@ -101,7 +104,7 @@ def execute(
         with torch.inference_mode(False), torch.enable_grad(), preserved_rng():
             ctx, error = None, None
             try:
-                ctx = _prepare(model, data, config, checkpoint, device, source, spill, summary, comm)
+                ctx = _prepare(model, data, config, checkpoint, device, source, spill, summary, comm, extras)
             except (AutopsyAbort, CerebroConfigError) as err:
                 error = str(err)
             except Exception as err:  # noqa: BLE001 - the autopsy never breaks the caller unless strict
@@ -175,6 +178,7 @@ def run_autopsy(
     output_key: int | str | None = None,
     weights_only: bool = True,
     tokens: Any = None,
+    train_dataloader: Iterable[Any] | None = None,
 ) -> dict[str, Any]:
     """Run a model autopsy on ``model`` (an ``nn.Module`` or ``LightningModule``) over ``dataloader``.
 
@@ -209,6 +213,8 @@ def run_autopsy(
             (see :class:`~cerebro.adapters.tokens.TokenOptions`).
         resume: skip diagnostics that a previous autopsy in ``output_dir`` finished on the same checkpoint file
             (sha256), samples, target and options.
+        train_dataloader: the training data of ``training_influence`` (read once, in dataset order); its
+            checkpoints are the files of its ``checkpoints`` option.
 
     Returns:
         The summary, as written to ``<output_dir>/summary.json``.
@@ -218,7 +224,9 @@ def run_autopsy(
                           tokens)
     dev = resolve_device(device, model)
     info = CheckpointInfo(source="path", path=str(checkpoint)) if checkpoint not in (None, "live") else None
+    extras = None if train_dataloader is None else training_extras(
+        train_dataloader, config.batch, "train_dataloader", weights_only=weights_only)
     summary = execute(model, dataloader, config, output_dir, info, dev, loggers=loggers,
                       progress=progress_for(None, progress, progress_stream), progress_stream=progress_stream,
-                      announce=True)
+                      announce=True, extras=extras)
     return AutopsySummary(summary, output_dir)  # the summary dict, which also displays itself in notebooks

@@ -113,6 +113,7 @@ def _diagnose(ctx: AutopsyContext, config: AutopsyConfig, writer: ReportWriter, 
     samples) and the others on rank 0 only; every rank takes the same decisions, so none waits for another."""
     records: dict[str, dict[str, Any]] = summary["diagnostics"]
     ctx.extras["records"] = records  # what ran before (e.g. faithfulness reads the sanity checks' verdicts)
+    ctx.extras["progress"] = bar  # long diagnostics (training_influence) say how far they are
     comm = ctx.comm
     stopped_by = None
     finished = comm.all_gather(_finished_before(writer.root, summary, config) if comm.is_main else None)[0]

@@ -7,7 +7,7 @@ Everything here happens once per autopsy, before any diagnostic runs; the result
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,8 @@ log = logging.getLogger("cerebro")
 
 
 def _prepare(model: nn.Module, data: Iterable[Any] | SampleSet, config: AutopsyConfig, checkpoint: CheckpointInfo,
-             device: torch.device, source: str, spill: str, summary: dict[str, Any], comm: Comm) -> AutopsyContext:
+             device: torch.device, source: str, spill: str, summary: dict[str, Any], comm: Comm,
+             extras: Mapping[str, Any] | None = None) -> AutopsyContext:
     """Samples, the model copy, the target preflight and the shared forward pass: everything diagnostics share."""
     samples = data if isinstance(data, SampleSet) else collect_samples(
         data, config.max_samples, config.batch, config.sampling, config.seed, source, spill_dir=spill)
@@ -94,7 +95,7 @@ def _prepare(model: nn.Module, data: Iterable[Any] | SampleSet, config: AutopsyC
     return AutopsyContext(model=work, target=config.target, samples=samples, device=device, batch_size=batch_size,
                           outputs=outputs, index=None if index is None else index.cpu(), seed=config.seed,
                           memory_budget=budget, observed=observed, comm=comm, tokens=tokens,
-                          extras={"diagnostics": list(config.diagnostics)})
+                          extras={"diagnostics": list(config.diagnostics), **(extras or {})})
 
 
 def _nonfinite_rows(x: Any, n: int, batch_size: int) -> list[int]:
