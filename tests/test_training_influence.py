@@ -363,8 +363,8 @@ def test_script_reads_modelcheckpoint_files(tmp_path: Path) -> None:
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         cfg = compose(config_name="autopsy_script", overrides=[
             f"checkpoint={tmp_path / 'ckpts' / 'e2.ckpt'}", "model=cerebro.demo.EEGRegressor", f"data={data}",
-            f"output_dir={out}", "device=cpu", "~autopsy/diagnostics",
-            f"+autopsy.diagnostics={{predictions: {{}}, training_influence: {{k: 4, checkpoints: '{tmp_path}/ckpts/e*.ckpt'}}}}"])
+            f"output_dir={out}", "device=cpu",  # the list form: exactly these two diagnostics
+            f"autopsy.diagnostics=[predictions, {{training_influence: {{k: 4, checkpoints: '{tmp_path}/ckpts/e*.ckpt'}}}}]"])
     summary = run_from_config(cfg)
     rec = summary["diagnostics"]["training_influence"]
     assert rec["status"] == "ok", rec["reason"]
