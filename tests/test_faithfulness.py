@@ -24,7 +24,8 @@ from cerebro.demo.model import EEGRegressor
 from cerebro.diagnostics.attribution import AttributionDiagnostic
 from cerebro.diagnostics.faithfulness import verdict
 from cerebro.engine.context import AutopsyContext
-from cerebro.engine.perturbation import make_units, maps_on_input, random_orders, unit_counts
+from cerebro.engine.curve_levels import unit_counts
+from cerebro.engine.perturbation import make_units, maps_on_input, random_orders
 from cerebro.errors import CerebroConfigError
 from tests.autopsy_helpers import autopsy, load_array
 
@@ -228,7 +229,16 @@ def test_units_maps_and_levels() -> None:
     assert maps_on_input(layer, (2, 6)).shape == (1, 2, 6)  # a time-only layer map, on every channel
     assert maps_on_input(torch.zeros(1, 1, 5, 5), (3, 5, 5)).shape == (1, 3, 5, 5)
     assert maps_on_input(torch.zeros(1, 1, 4), (3, 5, 5)) is None
-    assert unit_counts(10, 6) == [0, 2, 4, 6, 8, 10] and unit_counts(3, 3) == [0, 2, 3]
+    assert unit_counts(10, 6, "uniform") == [0, 2, 4, 6, 8, 10] and unit_counts(3, 3, "uniform") == [0, 2, 3]
+    # quadratic (the default): fractions (k / 4)^2 = 0, 6.25, 25, 56.25, 100 %, rounded half up to whole units
+    assert unit_counts(256, 5) == [0, 16, 64, 144, 256] and unit_counts(36, 5) == [0, 2, 9, 20, 36]
+    assert unit_counts(256, 5, "geometric") == [0, 1, 6, 40, 256]  # 1 unit x 256^(1/3) per level
+    # never a repeated level (a wasted pass): fewer units than levels gives every count once
+    for spacing in ("quadratic", "geometric", "uniform"):
+        assert unit_counts(4, 9, spacing) == [0, 1, 2, 3, 4] and unit_counts(10, 2, spacing) == [0, 10]
+        for n, steps in ((7, 6), (36, 37), (300, 32)):
+            c = unit_counts(n, steps, spacing)
+            assert len(c) == min(steps, n + 1) and c[0] == 0 and c[-1] == n and all(np.diff(c) > 0), (spacing, c)
 
 
 def test_token_units_replace_by_the_baseline_token() -> None:
