@@ -3,7 +3,9 @@
 Agreement: the curves are compared point by point with Quantus's PixelFlipping (deletion; insertion through its
 perturbation hook) on the same maps, order and replacement, and the infidelity with captum.metrics on the same
 perturbations. Planted signals (an EEG-shaped regressor trained with Lightning on cerebro.demo's data, an image CNN):
-IG and occlusion well above random order, a random explainer at chance, a weight-independent explainer do_not_read.
+at ``steps: auto`` IG, saliency and occlusion beat random order by a clear margin on BOTH curves (deletion and
+insertion AUC, per-sample gaps from the saved curves), a random explainer at chance, a weight-independent explainer
+do_not_read.
 """
 
 from __future__ import annotations
@@ -152,13 +154,42 @@ def test_curves_and_aucs_agree_with_quantus_and_captum_infidelity(image_model: T
     assert ig_rec["infidelity"] == pytest.approx(float(ref.mean()), rel=1e-4)
 
 
+def _gaps(out: Any, method: str, metrics: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """Per-sample AUC gain over random order, from the saved curves (deletion: random - method; insertion: method -
+    random), as fractions of the unperturbed score: ``{curve: (mean, standard error)}``. Also checks that the
+    summary's AUCs are these trapezoids over the (non-uniform) fraction axis."""
+    frac = load_array(out, "faithfulness", "fraction_perturbed")
+    s0 = load_array(out, "faithfulness", "random_deletion")[:, :1]
+    gaps = {}
+    for kind, sign in (("deletion", -1), ("insertion", 1)):
+        area = {k: np.trapezoid(load_array(out, "faithfulness", f"{k}_{kind}") / s0, frac, axis=1)
+                for k in (method, "random")}
+        # float32 arrays on disk vs float64 sums in the run: agree to float32's ~1e-7 relative, so 1e-5 is safe
+        assert metrics["methods"][method][f"{kind}_auc"] == pytest.approx(float(area[method].mean()), rel=1e-5)
+        gap = sign * (area[method] - area["random"])
+        gaps[kind] = (float(gap.mean()), float(gap.std(ddof=1) / np.sqrt(len(gap))))
+    return gaps
+
+
+def _assert_separates(gaps: dict[str, tuple[float, float]], margin: float, label: str) -> None:
+    """A clear margin on BOTH curves: at least ``margin`` of the unperturbed score and 3 standard errors."""
+    for kind, (mean, se) in gaps.items():
+        assert mean > margin and mean > 3 * se, (label, kind, gaps)
+
+
 def test_planted_image_ranks_ig_and_occlusion_above_a_random_explainer(image_model: TinyCNN, tmp_path) -> None:
     x, y = _images(24, 2)
     summary = autopsy(image_model, (x, y), tmp_path, [
-        {"integrated_gradients": {"n_steps": 8}}, {"occlusion": {"window": [2, 2, 2]}}, RandomMaps(),
+        {"integrated_gradients": {"n_steps": 8}}, {"occlusion": {"window": [2, 2, 2]}}, "saliency", RandomMaps(),
         {"faithfulness": {"metric_samples": 2}}], target="classification")
     m = summary["diagnostics"]["faithfulness"]["metrics"]
     methods = m["methods"]
+    # steps auto: 5 levels (the IG pass is cheap), quadratic spacing: 0, 2, 9, 20, 36 of the 36 pixel units
+    assert m["steps"] == 5 and m["spacing"] == "quadratic"
+    np.testing.assert_allclose(load_array(tmp_path, "faithfulness", "fraction_perturbed"),
+                               np.array([0, 2, 9, 20, 36]) / 36)
+    for name in ("integrated_gradients", "saliency", "occlusion"):
+        _assert_separates(_gaps(tmp_path, name, m), 0.1, name)
     for name in ("integrated_gradients", "occlusion"):
         assert methods[name]["score"] > 0.2, methods[name]
         assert methods[name]["deletion_auc"] < methods[name]["random_deletion_auc"]
@@ -167,7 +198,7 @@ def test_planted_image_ranks_ig_and_occlusion_above_a_random_explainer(image_mod
     rnd = methods["random_maps"]
     assert abs(rnd["score"]) < 0.1 and abs(rnd["score"]) < 3 * rnd["score_stderr"] + 0.02, rnd
     assert rnd["verdict"] == "do_not_read"
-    assert m["ranking"][-1] == "random_maps" and m["recommended"] in ("integrated_gradients", "occlusion")
+    assert m["ranking"][-1] == "random_maps" and m["recommended"] in ("integrated_gradients", "saliency", "occlusion")
     assert np.isfinite(methods["occlusion"]["infidelity"]) and methods["occlusion"]["metric_samples"] == 2
     assert "figures/faithfulness_curves.png" in summary["diagnostics"]["faithfulness"]["artifacts"]
 
@@ -182,7 +213,7 @@ def test_planted_eeg_regressor_trained_with_lightning(tmp_path) -> None:
     trainer.fit(model, DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True))
     xv, yv, _ = make_eeg_dataset(16, n_chans=6, n_times=120, seed=1)
     summary = autopsy(model.eval(), (xv, yv), tmp_path / "autopsy", [
-        {"integrated_gradients": {"n_steps": 16}}, {"occlusion": {"window": [2, 20]}}, RandomMaps(),
+        {"integrated_gradients": {"n_steps": 16}}, {"occlusion": {"window": [2, 20]}}, "saliency", RandomMaps(),
         {"faithfulness": {"metric_samples": 2, "sensitivity_samples": 1, "sensitivity_perturbations": 2}}])
     rec = summary["diagnostics"]["faithfulness"]
     assert rec["status"] == "ok", rec["reason"]
@@ -192,6 +223,12 @@ def test_planted_eeg_regressor_trained_with_lightning(tmp_path) -> None:
     for name in ("integrated_gradients", "occlusion"):
         assert m["methods"][name]["score"] > 0.2, m["methods"][name]
         assert m["methods"][name]["verdict"] in ("trust", "care")
+    # steps auto with quadratic levels: 0, 8, 30, 68, 120 of the 120 blocks; both curves clearly beat random order
+    assert m["steps"] == 5 and m["n_units"] == 120
+    np.testing.assert_allclose(load_array(tmp_path / "autopsy", "faithfulness", "fraction_perturbed"),
+                               np.array([0, 8, 30, 68, 120]) / 120)
+    for name in ("integrated_gradients", "saliency"):
+        _assert_separates(_gaps(tmp_path / "autopsy", name, m), 0.1, name)
     assert abs(m["methods"]["random_maps"]["score"]) < 0.1
     assert m["methods"]["random_maps"]["verdict"] == "do_not_read"
     assert m["ranking"][-1] == "random_maps"
@@ -274,6 +311,8 @@ def test_verdict_rules_and_option_errors() -> None:
         parse_diagnostics([{"faithfulness": {"methods": ["predictions"]}}])
     with pytest.raises(CerebroConfigError, match="replacement"):
         parse_diagnostics([{"faithfulness": {"replacement": "noise"}}])
+    with pytest.raises(CerebroConfigError, match="faithfulness.spacing.*quadratic.*got 'log'"):
+        parse_diagnostics([{"faithfulness": {"spacing": "log"}}])
     order = [d.name for d in parse_diagnostics(["faithfulness", "sanity_checks", "saliency", "predictions"])]
     assert order == ["sanity_checks", "saliency", "faithfulness", "predictions"]
 
