@@ -15,6 +15,7 @@ order and the gap in standard errors of the per-sample difference (> 0 = the map
     python scripts/bench_faithfulness.py --quick      # 16 samples
     python scripts/bench_faithfulness.py --n-steps auto --device cuda
     python scripts/bench_faithfulness.py --planted    # uniform (the old levels) vs quadratic vs geometric
+    python scripts/bench_faithfulness.py --planted --case eeg
 """
 
 from __future__ import annotations
@@ -46,9 +47,10 @@ def cost(args: argparse.Namespace) -> None:
     d = summary["diagnostics"]
     f = d["faithfulness"]["metrics"]
     print(json.dumps({
-        "samples": n, "ig_seconds": d["integrated_gradients"]["seconds"], "gradcam_seconds": d["layer_gradcam"]["seconds"],
-        "faithfulness_seconds": d["faithfulness"]["seconds"], "steps": f.get("steps"), "steps_rule": f.get("steps_rule"),
-        "spacing": f.get("spacing"), "forward_points": f.get("forward_points"), "seconds_curves": f.get("seconds_curves"),
+        "samples": n, "ig_seconds": d["integrated_gradients"]["seconds"],
+        "gradcam_seconds": d["layer_gradcam"]["seconds"], "faithfulness_seconds": d["faithfulness"]["seconds"],
+        "steps": f.get("steps"), "steps_rule": f.get("steps_rule"), "spacing": f.get("spacing"),
+        "forward_points": f.get("forward_points"), "seconds_curves": f.get("seconds_curves"),
         "seconds_captum_metrics": f.get("seconds_captum_metrics"), "cost_ratio_vs_ig": f.get("cost_ratio_vs_ig"),
         "cost_ratio_vs_ig_total": f.get("cost_ratio_vs_ig_total"), "recommended": f.get("recommended"),
         "scores": {m: r.get("score") for m, r in (f.get("methods") or {}).items()}}, indent=1))
@@ -100,7 +102,7 @@ def _eeg_case():
                    enable_progress_bar=False, enable_model_summary=False).fit(
             model, DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True))
     xv, yv, _ = make_eeg_dataset(32, n_chans=6, n_times=120, seed=1)
-    return model.eval(), (xv, yv), "auto"
+    return model.eval(), (xv, yv), None
 
 
 def _separation(out: Path, method: str, kind: str) -> tuple[float, float]:
@@ -120,11 +122,13 @@ def planted(args: argparse.Namespace) -> None:
              "eeg 6x120 (120 blocks)": _eeg_case}
     rows = []
     for case, make in cases.items():
+        if args.case and args.case not in case:
+            continue
         model, (x, y), target = make()
         for spacing in ("uniform", "quadratic", "geometric"):
             with tempfile.TemporaryDirectory() as d:
                 s = run_autopsy(model, DataLoader(TensorDataset(x, y), batch_size=16), output_dir=d, max_samples=len(x),
-                                target=target, device=args.device, diagnostics=[
+                                device=args.device, **({"target": target} if target else {}), diagnostics=[
                                     {"integrated_gradients": {"n_steps": 16}}, "saliency",
                                     {"faithfulness": {"metric_samples": 0, "spacing": spacing}}])
                 f = s["diagnostics"]["faithfulness"]["metrics"]
@@ -157,6 +161,7 @@ def main() -> None:
     parser.add_argument("--n-steps", default="50", help="IG steps (an int or auto)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--planted", action="store_true", help="separation of planted maps from random order")
+    parser.add_argument("--case", default="", help="with --planted: only the cases whose name contains this")
     args = parser.parse_args()
     planted(args) if args.planted else cost(args)
 
