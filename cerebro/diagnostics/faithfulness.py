@@ -372,19 +372,21 @@ class Faithfulness(Diagnostic):
         from matplotlib.figure import Figure
 
         frac = np.array(counts) / units.n
+        full = dele["random"][:, :1]  # drawn on the AUCs' own scale, so the area under each mean curve is its AUC
+        scale, unit = (full, "score / unperturbed score") if np.all(full > 0) else (1.0, "mean score")
         fig = Figure(figsize=(11, 4))
         for ax, curves, kind in ((fig.add_subplot(1, 2, 1), dele, "deletion"),
                                  (fig.add_subplot(1, 2, 2), ins, "insertion")):
             for m in names:
-                ax.plot(frac, curves[m].mean(0), marker=".",
+                ax.plot(frac, (curves[m] / scale).mean(0), marker=".",
                         label=f"{m} AUC {results[m][kind + '_auc']:.3g} ({results[m]['verdict']})")
-            ax.plot(frac, curves["random"].mean(0), "k--", marker=".",
+            ax.plot(frac, (curves["random"] / scale).mean(0), "k--", marker=".",
                     label=f"random order AUC {results[names[0]]['random_' + kind + '_auc']:.3g}")
-            # on the fraction axis itself: the area under each curve here is its AUC (dots: the levels measured)
+            # on the fraction axis itself, linear (dots: the levels measured)
             ax.set_xlabel(f"fraction of {units.kind} {'replaced' if kind == 'deletion' else 'inserted'} "
                           f"({self.options.spacing} levels)")
             ax.set_xlim(0, 1)
-            ax.set_ylabel("mean score")
+            ax.set_ylabel(unit)
             ax.set_title(f"{kind} ({'lower' if kind == 'deletion' else 'higher'} = more faithful)")
             ax.legend(fontsize=7)
         out.figure(fig, "curves")
