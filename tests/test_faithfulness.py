@@ -333,3 +333,41 @@ def test_compare_shows_verdict_and_score_changes(image_model: TinyCNN, tmp_path)
     assert f["methods"]["random_maps"]["verdict_a"] == "do_not_read"
     assert f["recommended_a"] == "integrated_gradients"
     assert f["recommended_changed"] == (f["recommended_b"] != "integrated_gradients")
+
+
+def test_quadratic_levels_keep_the_insertion_gap_that_uniform_levels_lose() -> None:
+    """A saturating classifier (any pixel of a 2x2 blob gives the full score; 256 pixel units) and its perfect map:
+    random insertion reaches the full score after ~1/5 of the units, so the evidence of insertion is in the first
+    few percent. At 5 levels (steps auto's minimum), uniform levels (0, 25, ... 100 %) see almost none of it; the
+    quadratic ones (0, 6.25, 25, 56.25, 100 %) keep both gains within 10 % of every-unit levels (the true areas)."""
+    from cerebro.engine.chunking import ChunkPolicy
+    from cerebro.engine.curve_levels import curve_area, curve_scores
+    from cerebro.engine.perturbation import perturbation_curves, unit_order
+
+    units = make_units((1, 16, 16), "patches", patch=1)
+    b = 32
+    blob = torch.zeros(1, 16, 16, dtype=torch.bool)
+    blob[0, 5:7, 9:11] = True
+    maps = blob.float().expand(b, 1, 16, 16)
+
+    def score(z: torch.Tensor, _idx: Any) -> torch.Tensor:
+        return 0.5 + 0.5 * z[:, blob].amax(1).double()
+
+    gains = {}
+    for spacing, steps in (("uniform", 5), ("quadratic", 5), ("uniform", 257)):
+        counts = unit_counts(units.n, steps, spacing)
+        orders = [unit_order(maps, units, torch.Generator().manual_seed(0))]
+        orders += [random_orders(range(b), units.n, 0, r) for r in range(3)]
+        d, i = perturbation_curves(score, torch.ones(b, 1, 16, 16), torch.zeros(1, 1, 16, 16), None, orders, units,
+                                   counts, ChunkPolicy(4096, None, torch.device("cpu")))
+        rand = {"deletion": curve_area(d[1:], counts, units.n).mean(0).numpy(),
+                "insertion": curve_area(i[1:], counts, units.n).mean(0).numpy()}
+        results, _ = curve_scores(["map"], {"map": d[0].numpy(), "random": d[1:].mean(0).numpy()},
+                                  {"map": i[0].numpy(), "random": i[1:].mean(0).numpy()}, rand, counts, units.n)
+        gains[spacing, steps] = (results["map"]["deletion_gain"], results["map"]["insertion_gain"])
+    true_del, true_ins = gains["uniform", 257]
+    assert true_ins > 0.07 and true_del > 0.3, gains  # insertion's true gap is small but real: ~0.09
+    uni_del, uni_ins = gains["uniform", 5]
+    quad_del, quad_ins = gains["quadratic", 5]
+    assert uni_ins < 0.5 * true_ins, gains  # the issue: uniform levels lose most of the insertion gap
+    assert quad_ins == pytest.approx(true_ins, rel=0.1) and quad_del == pytest.approx(true_del, rel=0.1), gains
