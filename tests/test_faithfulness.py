@@ -3,7 +3,9 @@
 Agreement: the curves are compared point by point with Quantus's PixelFlipping (deletion; insertion through its
 perturbation hook) on the same maps, order and replacement, and the infidelity with captum.metrics on the same
 perturbations. Planted signals (an EEG-shaped regressor trained with Lightning on cerebro.demo's data, an image CNN):
-IG and occlusion well above random order, a random explainer at chance, a weight-independent explainer do_not_read.
+at ``steps: auto`` IG, saliency and occlusion beat random order by a clear margin on BOTH curves (deletion and
+insertion AUC, per-sample gaps from the saved curves), a random explainer at chance, a weight-independent explainer
+do_not_read.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from cerebro.demo.model import EEGRegressor
 from cerebro.diagnostics.attribution import AttributionDiagnostic
 from cerebro.diagnostics.faithfulness import verdict
 from cerebro.engine.context import AutopsyContext
-from cerebro.engine.perturbation import make_units, maps_on_input, random_orders, unit_counts
+from cerebro.engine.curve_levels import unit_counts
+from cerebro.engine.perturbation import make_units, maps_on_input, random_orders
 from cerebro.errors import CerebroConfigError
 from tests.autopsy_helpers import autopsy, load_array
 
@@ -151,13 +154,42 @@ def test_curves_and_aucs_agree_with_quantus_and_captum_infidelity(image_model: T
     assert ig_rec["infidelity"] == pytest.approx(float(ref.mean()), rel=1e-4)
 
 
+def _gaps(out: Any, method: str, metrics: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """Per-sample AUC gain over random order, from the saved curves (deletion: random - method; insertion: method -
+    random), as fractions of the unperturbed score: ``{curve: (mean, standard error)}``. Also checks that the
+    summary's AUCs are these trapezoids over the (non-uniform) fraction axis."""
+    frac = load_array(out, "faithfulness", "fraction_perturbed")
+    s0 = load_array(out, "faithfulness", "random_deletion")[:, :1]
+    gaps = {}
+    for kind, sign in (("deletion", -1), ("insertion", 1)):
+        area = {k: np.trapezoid(load_array(out, "faithfulness", f"{k}_{kind}") / s0, frac, axis=1)
+                for k in (method, "random")}
+        # float32 arrays on disk vs float64 sums in the run: agree to float32's ~1e-7 relative, so 1e-5 is safe
+        assert metrics["methods"][method][f"{kind}_auc"] == pytest.approx(float(area[method].mean()), rel=1e-5)
+        gap = sign * (area[method] - area["random"])
+        gaps[kind] = (float(gap.mean()), float(gap.std(ddof=1) / np.sqrt(len(gap))))
+    return gaps
+
+
+def _assert_separates(gaps: dict[str, tuple[float, float]], margin: float, label: str) -> None:
+    """A clear margin on BOTH curves: at least ``margin`` of the unperturbed score and 3 standard errors."""
+    for kind, (mean, se) in gaps.items():
+        assert mean > margin and mean > 3 * se, (label, kind, gaps)
+
+
 def test_planted_image_ranks_ig_and_occlusion_above_a_random_explainer(image_model: TinyCNN, tmp_path) -> None:
     x, y = _images(24, 2)
     summary = autopsy(image_model, (x, y), tmp_path, [
-        {"integrated_gradients": {"n_steps": 8}}, {"occlusion": {"window": [2, 2, 2]}}, RandomMaps(),
+        {"integrated_gradients": {"n_steps": 8}}, {"occlusion": {"window": [2, 2, 2]}}, "saliency", RandomMaps(),
         {"faithfulness": {"metric_samples": 2}}], target="classification")
     m = summary["diagnostics"]["faithfulness"]["metrics"]
     methods = m["methods"]
+    # steps auto: 5 levels (the IG pass is cheap), quadratic spacing: 0, 2, 9, 20, 36 of the 36 pixel units
+    assert m["steps"] == 5 and m["spacing"] == "quadratic"
+    np.testing.assert_allclose(load_array(tmp_path, "faithfulness", "fraction_perturbed"),
+                               np.array([0, 2, 9, 20, 36]) / 36)
+    for name in ("integrated_gradients", "saliency", "occlusion"):
+        _assert_separates(_gaps(tmp_path, name, m), 0.1, name)
     for name in ("integrated_gradients", "occlusion"):
         assert methods[name]["score"] > 0.2, methods[name]
         assert methods[name]["deletion_auc"] < methods[name]["random_deletion_auc"]
@@ -166,7 +198,7 @@ def test_planted_image_ranks_ig_and_occlusion_above_a_random_explainer(image_mod
     rnd = methods["random_maps"]
     assert abs(rnd["score"]) < 0.1 and abs(rnd["score"]) < 3 * rnd["score_stderr"] + 0.02, rnd
     assert rnd["verdict"] == "do_not_read"
-    assert m["ranking"][-1] == "random_maps" and m["recommended"] in ("integrated_gradients", "occlusion")
+    assert m["ranking"][-1] == "random_maps" and m["recommended"] in ("integrated_gradients", "saliency", "occlusion")
     assert np.isfinite(methods["occlusion"]["infidelity"]) and methods["occlusion"]["metric_samples"] == 2
     assert "figures/faithfulness_curves.png" in summary["diagnostics"]["faithfulness"]["artifacts"]
 
@@ -181,7 +213,7 @@ def test_planted_eeg_regressor_trained_with_lightning(tmp_path) -> None:
     trainer.fit(model, DataLoader(TensorDataset(x, y), batch_size=32, shuffle=True))
     xv, yv, _ = make_eeg_dataset(16, n_chans=6, n_times=120, seed=1)
     summary = autopsy(model.eval(), (xv, yv), tmp_path / "autopsy", [
-        {"integrated_gradients": {"n_steps": 16}}, {"occlusion": {"window": [2, 20]}}, RandomMaps(),
+        {"integrated_gradients": {"n_steps": 16}}, {"occlusion": {"window": [2, 20]}}, "saliency", RandomMaps(),
         {"faithfulness": {"metric_samples": 2, "sensitivity_samples": 1, "sensitivity_perturbations": 2}}])
     rec = summary["diagnostics"]["faithfulness"]
     assert rec["status"] == "ok", rec["reason"]
@@ -191,6 +223,12 @@ def test_planted_eeg_regressor_trained_with_lightning(tmp_path) -> None:
     for name in ("integrated_gradients", "occlusion"):
         assert m["methods"][name]["score"] > 0.2, m["methods"][name]
         assert m["methods"][name]["verdict"] in ("trust", "care")
+    # steps auto with quadratic levels: 0, 8, 30, 68, 120 of the 120 blocks; both curves clearly beat random order
+    assert m["steps"] == 5 and m["n_units"] == 120
+    np.testing.assert_allclose(load_array(tmp_path / "autopsy", "faithfulness", "fraction_perturbed"),
+                               np.array([0, 8, 30, 68, 120]) / 120)
+    for name in ("integrated_gradients", "saliency"):
+        _assert_separates(_gaps(tmp_path / "autopsy", name, m), 0.1, name)
     assert abs(m["methods"]["random_maps"]["score"]) < 0.1
     assert m["methods"]["random_maps"]["verdict"] == "do_not_read"
     assert m["ranking"][-1] == "random_maps"
@@ -228,7 +266,16 @@ def test_units_maps_and_levels() -> None:
     assert maps_on_input(layer, (2, 6)).shape == (1, 2, 6)  # a time-only layer map, on every channel
     assert maps_on_input(torch.zeros(1, 1, 5, 5), (3, 5, 5)).shape == (1, 3, 5, 5)
     assert maps_on_input(torch.zeros(1, 1, 4), (3, 5, 5)) is None
-    assert unit_counts(10, 6) == [0, 2, 4, 6, 8, 10] and unit_counts(3, 3) == [0, 2, 3]
+    assert unit_counts(10, 6, "uniform") == [0, 2, 4, 6, 8, 10] and unit_counts(3, 3, "uniform") == [0, 2, 3]
+    # quadratic (the default): fractions (k / 4)^2 = 0, 6.25, 25, 56.25, 100 %, rounded half up to whole units
+    assert unit_counts(256, 5) == [0, 16, 64, 144, 256] and unit_counts(36, 5) == [0, 2, 9, 20, 36]
+    assert unit_counts(256, 5, "geometric") == [0, 1, 6, 40, 256]  # 1 unit x 256^(1/3) per level
+    # never a repeated level (a wasted pass): fewer units than levels gives every count once
+    for spacing in ("quadratic", "geometric", "uniform"):
+        assert unit_counts(4, 9, spacing) == [0, 1, 2, 3, 4] and unit_counts(10, 2, spacing) == [0, 10]
+        for n, steps in ((7, 6), (36, 37), (300, 32)):
+            c = unit_counts(n, steps, spacing)
+            assert len(c) == min(steps, n + 1) and c[0] == 0 and c[-1] == n and all(np.diff(c) > 0), (spacing, c)
 
 
 def test_token_units_replace_by_the_baseline_token() -> None:
@@ -264,6 +311,8 @@ def test_verdict_rules_and_option_errors() -> None:
         parse_diagnostics([{"faithfulness": {"methods": ["predictions"]}}])
     with pytest.raises(CerebroConfigError, match="replacement"):
         parse_diagnostics([{"faithfulness": {"replacement": "noise"}}])
+    with pytest.raises(CerebroConfigError, match="faithfulness.spacing.*quadratic.*got 'log'"):
+        parse_diagnostics([{"faithfulness": {"spacing": "log"}}])
     order = [d.name for d in parse_diagnostics(["faithfulness", "sanity_checks", "saliency", "predictions"])]
     assert order == ["sanity_checks", "saliency", "faithfulness", "predictions"]
 
@@ -284,3 +333,41 @@ def test_compare_shows_verdict_and_score_changes(image_model: TinyCNN, tmp_path)
     assert f["methods"]["random_maps"]["verdict_a"] == "do_not_read"
     assert f["recommended_a"] == "integrated_gradients"
     assert f["recommended_changed"] == (f["recommended_b"] != "integrated_gradients")
+
+
+def test_quadratic_levels_keep_the_insertion_gap_that_uniform_levels_lose() -> None:
+    """A saturating classifier (any pixel of a 2x2 blob gives the full score; 256 pixel units) and its perfect map:
+    random insertion reaches the full score after ~1/5 of the units, so the evidence of insertion is in the first
+    few percent. At 5 levels (steps auto's minimum), uniform levels (0, 25, ... 100 %) see almost none of it; the
+    quadratic ones (0, 6.25, 25, 56.25, 100 %) keep both gains within 10 % of every-unit levels (the true areas)."""
+    from cerebro.engine.chunking import ChunkPolicy
+    from cerebro.engine.curve_levels import curve_area, curve_scores
+    from cerebro.engine.perturbation import perturbation_curves, unit_order
+
+    units = make_units((1, 16, 16), "patches", patch=1)
+    b = 32
+    blob = torch.zeros(1, 16, 16, dtype=torch.bool)
+    blob[0, 5:7, 9:11] = True
+    maps = blob.float().expand(b, 1, 16, 16)
+
+    def score(z: torch.Tensor, _idx: Any) -> torch.Tensor:
+        return 0.5 + 0.5 * z[:, blob].amax(1).double()
+
+    gains = {}
+    for spacing, steps in (("uniform", 5), ("quadratic", 5), ("uniform", 257)):
+        counts = unit_counts(units.n, steps, spacing)
+        orders = [unit_order(maps, units, torch.Generator().manual_seed(0))]
+        orders += [random_orders(range(b), units.n, 0, r) for r in range(3)]
+        d, i = perturbation_curves(score, torch.ones(b, 1, 16, 16), torch.zeros(1, 1, 16, 16), None, orders, units,
+                                   counts, ChunkPolicy(4096, None, torch.device("cpu")))
+        rand = {"deletion": curve_area(d[1:], counts, units.n).mean(0).numpy(),
+                "insertion": curve_area(i[1:], counts, units.n).mean(0).numpy()}
+        results, _ = curve_scores(["map"], {"map": d[0].numpy(), "random": d[1:].mean(0).numpy()},
+                                  {"map": i[0].numpy(), "random": i[1:].mean(0).numpy()}, rand, counts, units.n)
+        gains[spacing, steps] = (results["map"]["deletion_gain"], results["map"]["insertion_gain"])
+    true_del, true_ins = gains["uniform", 257]
+    assert true_ins > 0.07 and true_del > 0.3, gains  # insertion's true gap is small but real: ~0.09
+    uni_del, uni_ins = gains["uniform", 5]
+    quad_del, quad_ins = gains["quadratic", 5]
+    assert uni_ins < 0.5 * true_ins, gains  # the issue: uniform levels lose most of the insertion gap
+    assert quad_ins == pytest.approx(true_ins, rel=0.1) and quad_del == pytest.approx(true_del, rel=0.1), gains

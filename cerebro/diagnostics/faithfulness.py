@@ -7,7 +7,9 @@ first makes it rise faster, than in a random order of the same units with the sa
 verdicts (Adebayo et al. 2018) into one verdict per method (trust | care | do_not_read) and one recommended method.
 
 Reads the maps the attribution diagnostics of the run saved (``arrays/<method>/attributions.npy``); nothing is
-re-attributed except for ``sensitivity_max`` on ``metric_samples`` samples. Forward passes only, no backward.
+re-attributed except for ``sensitivity_max`` on ``metric_samples`` samples. Forward passes only, no backward: every
+pass of the curves goes through :func:`curve_forward`. Levels (dense at the start of the curve by default) and areas:
+:mod:`cerebro.engine.curve_levels`.
 """
 
 from __future__ import annotations
@@ -29,15 +31,16 @@ from cerebro.engine.budget import points_per_pass
 from cerebro.engine.captum_metrics import noise_infidelity, rerun_explainer, uniform_sensitivity
 from cerebro.engine.chunking import ChunkPolicy
 from cerebro.engine.context import AutopsyContext
-from cerebro.engine.perturbation import (UNIT_KINDS, Units, blur, curve_area, make_units, maps_on_input,
-                                         perturbation_curves, random_orders, unit_counts, unit_order)
+from cerebro.engine.curve_levels import SPACINGS, curve_area, curve_scores, unit_counts
+from cerebro.engine.perturbation import (UNIT_KINDS, Units, blur, make_units, maps_on_input, perturbation_curves,
+                                         random_orders, unit_order)
 from cerebro.engine.rng import seeded
 from cerebro.engine.store import RowTensor
 from cerebro.errors import CerebroConfigError, DiagnosticSkipped
 from cerebro.registry import register_diagnostic
 from cerebro.report.writer import DiagnosticOutput
 
-__all__ = ["Faithfulness", "FaithfulnessOptions", "verdict"]
+__all__ = ["Faithfulness", "FaithfulnessOptions", "curve_forward", "verdict"]
 
 _REPLACEMENTS = ("baseline", "blur", "mean")
 _SCORES = ("auto", "target", "probability")
@@ -59,6 +62,8 @@ class FaithfulnessOptions:
     block_channels: int = field(default=1, metadata={"min": 1})
     #: Levels of each curve (unperturbed ... fully replaced), or auto: as many as keep the cost within the IG pass.
     steps: Any = "auto"
+    #: Where the levels lie: quadratic (fraction (k/(steps-1))^2: dense at the start) | geometric | uniform.
+    spacing: str = field(default="quadratic", metadata={"choices": SPACINGS})
     #: What replaces a unit: baseline (integrated_gradients' baseline, else zeros) | blur | mean (sample-set mean).
     replacement: str = field(default="baseline", metadata={"choices": _REPLACEMENTS})
     #: Gaussian sigma of blur in samples/pixels; null = a tenth of the longest spatial or time axis.
@@ -85,6 +90,14 @@ class FaithfulnessOptions:
     trust_score: float = field(default=0.15, metadata={"min": 0.0})
     #: Below this (or within two standard errors of 0) a map is read as no better than random order.
     min_score: float = field(default=0.05, metadata={"min": 0.0})
+
+
+def curve_forward(ctx: AutopsyContext, kind: str, x: Tensor, index: Tensor | None) -> Tensor:
+    """The one place the curves run the model (no gradients; ``perturbation_curves`` stacks the points): the
+    probability of the explained class (``kind`` probability) or the target's scalar, one value per sample ``(B,)``."""
+    if kind == "probability":
+        return ctx.model(x).float().softmax(1).gather(1, index.reshape(-1, 1)).squeeze(1)
+    return ctx.forward(x, *(() if index is None else (index,)))
 
 
 def verdict(score: float | None, stderr: float | None, sanity: dict[str, Any] | None, trust_score: float,
@@ -205,13 +218,11 @@ class Faithfulness(Diagnostic):
         kind = self.options.score
         if kind == "auto":
             kind = "probability" if ctx.target.kind == "classification" else "target"
-        if kind == "probability":
-            if ctx.outputs.ndim != 2 or ctx.index is None:
-                raise CerebroConfigError("faithfulness.score probability needs (B, K) logits and a class per sample; "
-                                         "use score: target")
-            return (lambda x, idx: ctx.model(x).float().softmax(1).gather(1, idx.reshape(-1, 1)).squeeze(1)), \
-                "probability of the explained class"
-        return (lambda x, idx: ctx.forward(x, *(() if idx is None else (idx,)))), "the target's scalar"
+        if kind == "probability" and (ctx.outputs.ndim != 2 or ctx.index is None):
+            raise CerebroConfigError("faithfulness.score probability needs (B, K) logits and a class per sample; "
+                                     "use score: target")
+        return (lambda x, idx: curve_forward(ctx, kind, x, idx)), (
+            "probability of the explained class" if kind == "probability" else "the target's scalar")
 
     # -- run ------------------------------------------------------------------------------------------------------
     def run(self, ctx: AutopsyContext, out: DiagnosticOutput) -> None:
@@ -226,7 +237,8 @@ class Faithfulness(Diagnostic):
         integer = not ctx.samples.x.dtype.is_floating_point
         units = make_units(shape, o.units, o.patch, o.window, o.block_channels, integer)
         steps, rule = self._steps(ctx, len(maps))
-        counts = unit_counts(units.n, steps)
+        counts = unit_counts(units.n, steps, o.spacing)
+        steps = len(counts)  # fewer levels than asked when there are fewer units
         reference, ref_name = self._reference(ctx, integer)
         score, score_name = self._scorer(ctx)
         sigma = o.blur_sigma or max(1.0, max(shape[1:] or shape) / 10)
@@ -277,6 +289,7 @@ class Faithfulness(Diagnostic):
         out.metric("n_units", units.n)
         out.metric("steps", steps)
         out.metric("steps_rule", rule)
+        out.metric("spacing", o.spacing)
         out.metric("random_orders", o.random_orders)
         out.metric("replacement", ref_name)
         out.metric("curve_score", score_name)
@@ -294,32 +307,9 @@ class Faithfulness(Diagnostic):
     def _score(self, ctx: AutopsyContext, names: list[str], dele: dict[str, np.ndarray], ins: dict[str, np.ndarray],
                rand_area: dict[str, np.ndarray], counts: list[int], units: Units, out: DiagnosticOutput
                ) -> dict[str, dict[str, Any]]:
-        full, empty = dele["random"][:, 0], dele["random"][:, -1]
-        fraction = bool(np.all(full > 0))
-        scale = full if fraction else np.ones_like(full)
-        out.metric("auc_scale", "fraction of the unperturbed score" if fraction else "the score's own units")
-        rd_raw, ri_raw = rand_area["deletion"], rand_area["insertion"]
-        out.metric("unperturbed_score_mean", float(full.mean()))
-        out.metric("replaced_score_mean", float(empty.mean()))
-        results: dict[str, dict[str, Any]] = {}
-        for m in names:
-            d_raw = curve_area(torch.from_numpy(dele[m]), counts, units.n).numpy()
-            i_raw = curve_area(torch.from_numpy(ins[m]), counts, units.n).numpy()
-            per_sample = (rd_raw - d_raw) + (i_raw - ri_raw)
-            # The area between two curves is at most the range of the values they take: with both curves' range as
-            # the unit, the score lies in [-1, 1] whatever the score's own scale (0 = random order).
-            seen = np.concatenate([dele[m], ins[m], dele["random"], ins["random"]], 1)
-            norm = 2 * float(np.ptp(seen, 1).mean())
-            ok = norm > 1e-12 * max(1.0, float(np.abs(full).mean()))
-            score = float(per_sample.mean() / norm) if ok else None
-            stderr = float(per_sample.std(ddof=1) / math.sqrt(len(per_sample)) / norm) if ok and len(per_sample) > 1 \
-                else (0.0 if ok else None)
-            results[m] = {"deletion_auc": float((d_raw / scale).mean()), "insertion_auc": float((i_raw / scale).mean()),
-                          "random_deletion_auc": float((rd_raw / scale).mean()),
-                          "random_insertion_auc": float((ri_raw / scale).mean()),
-                          "score": score, "score_stderr": stderr,
-                          "deletion_gain": float(((rd_raw - d_raw) / scale).mean()),
-                          "insertion_gain": float(((i_raw - ri_raw) / scale).mean())}
+        results, meta = curve_scores(names, dele, ins, rand_area, counts, units.n)
+        for k, v in meta.items():
+            out.metric(k, v)
         return results
 
     def _captum_metrics(self, ctx: AutopsyContext, maps: dict[str, RowTensor], results: dict[str, dict[str, Any]],
@@ -382,16 +372,22 @@ class Faithfulness(Diagnostic):
         from matplotlib.figure import Figure
 
         frac = np.array(counts) / units.n
+        full = dele["random"][:, :1]  # drawn on the AUCs' own scale, so the area under each mean curve is its AUC
+        scale, unit = (full, "score / unperturbed score") if np.all(full > 0) else (1.0, "mean score")
         fig = Figure(figsize=(11, 4))
-        for ax, curves, title in ((fig.add_subplot(1, 2, 1), dele, "deletion (lower = more faithful)"),
-                                  (fig.add_subplot(1, 2, 2), ins, "insertion (higher = more faithful)")):
+        for ax, curves, kind in ((fig.add_subplot(1, 2, 1), dele, "deletion"),
+                                 (fig.add_subplot(1, 2, 2), ins, "insertion")):
             for m in names:
-                ax.plot(frac, curves[m].mean(0), marker=".", label=f"{m} ({results[m]['verdict']})")
-            ax.plot(frac, curves["random"].mean(0), "k--", label="random order")
-            ax.set_xlabel(f"fraction of {units.kind} replaced" if "deletion" in title else
-                          f"fraction of {units.kind} inserted")
-            ax.set_ylabel("mean score")
-            ax.set_title(title)
-        fig.axes[1].legend(fontsize=7)
+                ax.plot(frac, (curves[m] / scale).mean(0), marker=".",
+                        label=f"{m} AUC {results[m][kind + '_auc']:.3g} ({results[m]['verdict']})")
+            ax.plot(frac, (curves["random"] / scale).mean(0), "k--", marker=".",
+                    label=f"random order AUC {results[names[0]]['random_' + kind + '_auc']:.3g}")
+            # on the fraction axis itself, linear (dots: the levels measured)
+            ax.set_xlabel(f"fraction of {units.kind} {'replaced' if kind == 'deletion' else 'inserted'} "
+                          f"({self.options.spacing} levels)")
+            ax.set_xlim(0, 1)
+            ax.set_ylabel(unit)
+            ax.set_title(f"{kind} ({'lower' if kind == 'deletion' else 'higher'} = more faithful)")
+            ax.legend(fontsize=7)
         out.figure(fig, "curves")
 

@@ -5,7 +5,8 @@ windows or channel x time blocks for ``(C, T)`` signals, tokens for token ids, s
 A map ranks the units (the sum of its values inside each unit, most positive first). The deletion curve replaces
 the top units by a reference (the run's baseline, a blurred copy or the sample set's mean) level after level; the
 insertion curve starts from the reference and puts the top units back. A random order of the same units, with the
-same reference, gives the chance curve every map is read against.
+same reference, gives the chance curve every map is read against. The levels and the areas under the curves:
+:mod:`cerebro.engine.curve_levels`.
 
 Every point of a curve is one forward pass of one perturbed sample, without gradients; points of every order,
 level and sample of a block are stacked into passes sized by the engine's :class:`ChunkPolicy`.
@@ -24,8 +25,8 @@ from torch import Tensor
 from cerebro.engine.chunking import ChunkPolicy
 from cerebro.errors import CerebroConfigError
 
-__all__ = ["UNIT_KINDS", "Units", "make_units", "maps_on_input", "unit_order", "random_orders", "unit_counts",
-           "blur", "perturbation_curves", "curve_area"]
+__all__ = ["UNIT_KINDS", "Units", "make_units", "maps_on_input", "unit_order", "random_orders", "blur",
+           "perturbation_curves"]
 
 UNIT_KINDS = ("auto", "patches", "channels", "time", "blocks", "features", "tokens")
 
@@ -131,13 +132,6 @@ def random_orders(indices: Sequence[int], n: int, seed: int, draw: int) -> Tenso
     return torch.stack([torch.randperm(n, generator=g) for g in gens])
 
 
-def unit_counts(n_units: int, steps: int) -> list[int]:
-    """Units perturbed at each of ``steps`` levels: 0, ..., n_units, evenly spaced (rounded half up)."""
-    if steps < 2:
-        raise CerebroConfigError(f"`faithfulness.steps` must be >= 2 (the unperturbed and the fully replaced input), got {steps}")
-    return [(2 * k * n_units + steps - 1) // (2 * (steps - 1)) for k in range(steps)]
-
-
 def blur(x: Tensor, sigma: float, axes: Sequence[int]) -> Tensor:
     """Gaussian blur of ``x`` ``(b, *input)`` along the input ``axes`` (1-based in ``x``), reflect-padded."""
     radius = max(1, int(math.ceil(3 * sigma)))
@@ -207,9 +201,3 @@ def perturbation_curves(score: Callable[[Tensor, Tensor | None], Tensor], x: Ten
         elif counts[j] >= units.n:
             curves[0, :, :, j], curves[1, :, :, j] = empty, full
     return curves[0], curves[1]
-
-
-def curve_area(curves: Tensor, counts: Sequence[int], n_units: int) -> Tensor:
-    """Area under each curve ``(..., steps)`` over the fraction of units perturbed (trapezoids on ``[0, 1]``)."""
-    frac = torch.tensor([c / n_units for c in counts], dtype=torch.float64)
-    return torch.trapezoid(curves.double(), frac, dim=-1)
