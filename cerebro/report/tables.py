@@ -21,7 +21,7 @@ ENGINE_KEYS = frozenset({
     "layer_input", "layer_map_shape", "map_shape", "loss_reduction", "loss_source", "layers_without_tensor_output",
     "steps_rule", "random_orders", "replacement", "curve_score", "auc_scale", "frequencies_hz", "time_frequency",
     "baseline", "samples", "metric_samples", "prefix_tokens", "token_grid", "attention_modules", "source",
-    "target_independent", "band_names", "sanity_checks", "unit_kind", "precision_decision",
+    "target_independent", "band_names", "sanity_checks", "unit_kind", "precision_decision", "spacing",
 })
 _ENGINE_PATTERN = re.compile(r"(^seconds_|_seconds$|^cost_ratio|calibration|_per_s$|^chunk_|^limit_)")
 #: Rows shown before a long table collapses.
