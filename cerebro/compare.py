@@ -15,6 +15,8 @@ self-contained ``compare.html`` with
 * flags only in A / only in B, per diagnostic, and flags that only changed their numbers (``changed``);
 * findings only in A / only in B / changed (matched by kind, diagnostic and text with the numbers stripped).
 * faithfulness: the recommended method and each method's verdict and score in A and B (``faithfulness`` key).
+* training influence (``training_influence`` key): how the most self-influential training samples and each studied
+  sample's proponents shift between A and B.
 
 Engine internals (chunk sizes, calibration speeds, precision; see :data:`cerebro.report.tables.ENGINE_KEYS`) are
 not compared.
@@ -193,6 +195,44 @@ def _faithfulness(da: dict[str, Any], db: dict[str, Any]) -> Optional[dict[str, 
             "recommended_changed": ma.get("recommended") != mb.get("recommended"), "methods": methods}
 
 
+def _influence(a: Path, b: Path, da: dict[str, Any], db: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """How training influence shifts from A to B: the share of the top self-influential training samples both name,
+    the rank correlation of self-influence over the same training set, and per studied sample (matched by dataset
+    index) the share of its top-k proponents both name."""
+    ra, rb = da.get("training_influence") or {}, db.get("training_influence") or {}
+    if not ra and not rb:
+        return None
+    if ra.get("status") != "ok" or rb.get("status") != "ok":
+        return {"compared": False, "reason": "training_influence did not run ok in both autopsies"}
+    ma, mb = ra.get("metrics") or {}, rb.get("metrics") or {}
+    ta, tb = [int(i) for i in ma.get("top_self_influence") or []], [int(i) for i in mb.get("top_self_influence") or []]
+    k = min(len(ta), len(tb))
+    common = set(ta[:k]) & set(tb[:k])
+    res: dict[str, Any] = {
+        "compared": True, "reason": None, "mode_a": ma.get("mode"), "mode_b": mb.get("mode"),
+        "n_train_a": ma.get("n_train"), "n_train_b": mb.get("n_train"), "top_k": k,
+        "top_overlap": len(common) / k if k else None,
+        "only_a_top": [i for i in ta[:k] if i not in common], "only_b_top": [i for i in tb[:k] if i not in common],
+        "self_influence_spearman": None, "proponent_overlap_mean": None, "samples_compared": 0}
+    pa, pb = (d / "arrays" / "training_influence" for d in (a, b))
+    try:
+        si_a, si_b = np.load(pa / "self_influence.npy"), np.load(pb / "self_influence.npy")
+        if si_a.shape == si_b.shape:  # the same training set, positions in its unshuffled order
+            res["self_influence_spearman"] = spearman(si_a, si_b)
+        prop_a, prop_b = np.load(pa / "proponents.npy"), np.load(pb / "proponents.npy")
+        idx_a, idx_b = np.load(pa / "indices.npy"), np.load(pb / "indices.npy")
+    except (OSError, ValueError) as err:
+        res["reason"] = f"cannot read arrays/training_influence: {err}"
+        return res
+    row_b = {int(i): j for j, i in enumerate(idx_b.tolist())}
+    kp = min(prop_a.shape[1], prop_b.shape[1]) if prop_a.ndim == 2 and prop_b.ndim == 2 else 0
+    shares = [len(set(prop_a[j, :kp].tolist()) & set(prop_b[row_b[int(i)], :kp].tolist())) / kp
+              for j, i in enumerate(idx_a.tolist()) if int(i) in row_b and kp]
+    res["samples_compared"] = len(shares)
+    res["proponent_overlap_mean"] = float(np.mean(shares)) if shares else None
+    return res
+
+
 def _side(folder: Path, s: dict[str, Any]) -> dict[str, Any]:
     ckpt = s.get("checkpoint") or {}
     return {"folder": str(folder), "checkpoint": {"path": ckpt.get("path"), "sha256": ckpt.get("sha256")},
@@ -245,6 +285,7 @@ def compare_autopsies(a: str | Path, b: str | Path, out: str | Path) -> dict[str
         "findings": _findings(a, sa, b, sb),
         "attributions": attributions,
         "faithfulness": _faithfulness(da, db),
+        "training_influence": _influence(a, b, da, db),
     }
     from cerebro.report.compare_html import render  # matplotlib only when a report is written
 

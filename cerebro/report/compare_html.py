@@ -141,6 +141,21 @@ def render(result: dict[str, Any], a: Path, b: Path) -> str:
     else:
         parts.append("<p>no attribution diagnostic in both</p>")
 
+    ti = result.get("training_influence")
+    if ti is not None:
+        parts.append("<h2>Training influence</h2>")
+        if not ti["compared"] or ti["reason"]:
+            parts.append(f"<p>{escape(str(ti['reason']))}</p>")
+        if ti["compared"]:
+            parts.append(_table(["", "A → B"], [
+                ["mode", f"{escape(str(ti['mode_a']))} → {escape(str(ti['mode_b']))}"],
+                ["training samples", f"{_e(ti['n_train_a'])} → {_e(ti['n_train_b'])}"],
+                [f"top {ti['top_k']} self-influential in both", _num(ti["top_overlap"], True)],
+                ["only in A's top / only in B's top", f"{_e(ti['only_a_top'])} / {_e(ti['only_b_top'])}"],
+                ["Spearman of self-influence", _num(ti["self_influence_spearman"])],
+                ["proponents in common per studied sample (mean)", _num(ti["proponent_overlap_mean"], True)],
+                ["studied samples matched", str(ti["samples_compared"])]]))
+
     parts.append("<h2>Metrics (delta = B - A)</h2>")
     for n, rows in result["metrics"].items():
         if rows:
