@@ -50,7 +50,8 @@ class IntegratedGradientsOptions:
     internal_batch_size: Optional[int] = field(default=None, metadata={"min": 1})
     #: Samples whose |delta| exceeds this fraction of |f(x) - f(baseline)| are flagged (and refined with auto).
     delta_tolerance: float = field(default=0.01, metadata={"min": 0.0})
-    #: nested auto: a sample also needs its map to move by at most this (relative L2) between its last two levels.
+    #: nested auto: a sample also needs its map's estimated error (relative L2: the change between its last two
+    #: levels scaled by the observed convergence ratio) within this.
     map_tolerance: float = field(default=MAP_TOLERANCE, metadata={"min": 0.0})
     #: Most steps n_steps=auto may use per sample.
     max_steps: int = field(default=512, metadata={"min": 2})

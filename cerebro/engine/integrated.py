@@ -11,8 +11,10 @@ Two families of rules integrate the path of Sundararajan et al. (2017):
   similar point count on smooth paths, and level ``L`` (``2**L - 1`` interior points ``t = j / 2**L``) contains every
   point of level ``L - 1``: refining a sample only evaluates the new points, and the previous level's map comes for
   free as an error estimate. Each sample stops at the first level whose completeness error
-  ``|sum(attr) - (f(x) - f(b))|`` is within ``tolerance * |f(x) - f(b)|`` and whose map moved by at most
-  ``map_tolerance`` (relative L2) from the previous level.
+  ``|sum(attr) - (f(x) - f(b))|`` is within ``tolerance * |f(x) - f(b)|`` and whose map's estimated error is within
+  ``map_tolerance`` (relative L2): the change from the previous level, scaled by the observed convergence ratio
+  (:func:`map_error`). Completeness alone is not enough: on piecewise-linear networks (ReLU) it is not monotone in
+  the point count (cancellation), while the map's error falls steadily.
 
 The points of all samples in a block are cut into chunks sized by :class:`~cerebro.engine.chunking.ChunkPolicy`
 (memory budget + measured throughput), so every pass is full and no pass holds more than the budget. Passes may run
@@ -37,7 +39,7 @@ from cerebro.engine.precision import PrecisionPlan, autocast_for
 from cerebro.errors import CerebroConfigError
 
 __all__ = ["IGResult", "check_steps", "integrated_gradients", "path_sums", "nested_rule", "nested_levels", "START_STEPS", "NESTED",
-           "NESTED_START_LEVEL", "MAP_TOLERANCE"]
+           "NESTED_START_LEVEL", "MAP_TOLERANCE", "map_error"]
 
 #: First level of adaptive IG with Captum's rules (``n_steps=None``); each level doubles it.
 START_STEPS = 16
@@ -45,8 +47,8 @@ START_STEPS = 16
 NESTED = "nested"
 #: First level of the adaptive nested rule: ``2**3 - 1 = 7`` points (its 3-point sub-level is the first estimate).
 NESTED_START_LEVEL = 3
-#: Default bound on the relative L2 change of a sample's map between two nested levels.
-MAP_TOLERANCE = 0.05
+#: Default bound on the estimated relative L2 error of a sample's map (:func:`map_error`).
+MAP_TOLERANCE = 0.02
 
 
 @dataclass
@@ -151,18 +153,39 @@ def _scores(forward: Callable[..., Tensor], x: Tensor, index: Tensor | None) -> 
     return out.to(torch.promote_types(out.dtype, torch.float32))
 
 
-def _converged(attr: Tensor, prev: Tensor | None, gap: Tensor, tolerance: float, map_tolerance: float
-               ) -> tuple[Tensor, Tensor, Tensor]:
-    """Per sample: (delta, map change, converged?) of ``attr`` against the previous level's ``prev``."""
+def _relative_change(attr: Tensor, prev: Tensor) -> Tensor:
+    """Per sample: ``||attr - prev|| / ||attr||`` (0 where the map is all zero)."""
+    flat = attr.reshape(attr.shape[0], -1)
+    norm = flat.norm(dim=1)
+    change = (flat - prev.reshape(flat.shape)).norm(dim=1) / norm.clamp_min(1e-30)
+    return torch.where(norm > 0, change, torch.zeros_like(change))
+
+
+def map_error(change: Tensor, prev_change: Tensor | None) -> Tensor:
+    """Estimated relative L2 error of a level's map from its change since the previous level: with the observed
+    convergence ratio ``rho = change / prev_change`` the remaining error of a geometric sequence is
+    ``change * rho / (1 - rho)``. ``rho`` is clipped to [1/4, 0.9]: smooth integrands (high order, small ``rho``) keep a
+    quarter of a safety margin, piecewise-linear networks (ReLU: first order, ``rho`` near 1/2, where the change IS
+    the error) are not stopped by a change that merely looks small."""
+    if prev_change is None:
+        rho = torch.full_like(change, 0.5)
+    else:
+        rho = torch.where(prev_change > 0, change / prev_change.clamp_min(1e-30), torch.full_like(change, 0.9))
+    rho = rho.clamp(0.25, 0.9)
+    return change * rho / (1 - rho)
+
+
+def _converged(attr: Tensor, prev: Tensor | None, gap: Tensor, tolerance: float, map_tolerance: float,
+               prev_change: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Per sample: (delta, map change, converged?) of ``attr`` against the previous level's ``prev``: completeness
+    within ``tolerance`` and the map's estimated error (:func:`map_error`) within ``map_tolerance``."""
     flat = attr.reshape(attr.shape[0], -1)
     delta = flat.sum(dim=1) - gap
     ok = delta.abs() <= tolerance * gap.abs().clamp_min(1e-12)
     if prev is None:
         return delta, torch.full_like(gap, float("nan")), ok
-    norm = flat.norm(dim=1)
-    change = (flat - prev.reshape(flat.shape)).norm(dim=1) / norm.clamp_min(1e-30)
-    change = torch.where(norm > 0, change, torch.zeros_like(change))
-    return delta, change, ok & (change <= map_tolerance)
+    change = _relative_change(attr, prev)
+    return delta, change, ok & (map_error(change, prev_change) <= map_tolerance)
 
 
 def _nested(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Tensor | None, gap: Tensor,
@@ -191,7 +214,10 @@ def _nested(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Tens
     t = j / (n + 1)
     w_cur = _dphi(t) / (n + 1)
     w_prev = torch.where(j % 2 == 0, _dphi(t) / ((n + 1) / 2), torch.zeros_like(t))
-    g_cur, g_prev = path_sums(forward, x, base, index, _phi(t), torch.stack([w_cur, w_prev]), policy, dtype, plan)
+    w_mid = torch.where(j == (n + 1) // 2, torch.ones_like(t), torch.zeros_like(t))  # the 1-point level, t = 1/2
+    g_cur, g_prev, g_mid = path_sums(forward, x, base, index, _phi(t), torch.stack([w_cur, w_prev, w_mid]), policy,
+                                     dtype, plan)
+    prev_change = _relative_change(g_prev * diff, g_mid * diff)  # the sub-level's own change: the first ratio
     todo = torch.arange(s, device=x.device)
     evaluations = s * n
     for level, n in enumerate(levels):
@@ -202,12 +228,12 @@ def _nested(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Tens
             g_prev, g_cur = g_cur, g_cur / 2 + new
             evaluations += todo.numel() * t.numel()
         a_cur = g_cur * diff[todo]
-        d, c, ok = _converged(a_cur, g_prev * diff[todo], gap[todo], tolerance, map_tolerance)
+        d, c, ok = _converged(a_cur, g_prev * diff[todo], gap[todo], tolerance, map_tolerance, prev_change)
         attr[todo], delta[todo], change[todo], steps[todo] = a_cur, d, c, n
         if bool(ok.all()) or level == len(levels) - 1:
             break
         keep = ~ok
-        todo, g_cur, g_prev = todo[keep], g_cur[keep], g_prev[keep]
+        todo, g_cur, g_prev, prev_change = todo[keep], g_cur[keep], g_prev[keep], c[keep]
     return IGResult(attr, gap, delta, steps, evaluations, change)
 
 

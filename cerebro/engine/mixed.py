@@ -27,7 +27,8 @@ import torch
 from torch import Tensor
 
 from cerebro.engine.chunking import ChunkPolicy
-from cerebro.engine.integrated import IGResult, _converged, _dphi, _nested, _phi, nested_levels, path_sums
+from cerebro.engine.integrated import (IGResult, _converged, _dphi, _nested, _phi, _relative_change, nested_levels,
+                                       path_sums)
 from cerebro.engine.precision import PrecisionPlan
 
 __all__ = ["nested_mixed", "FLOOR_MARGIN", "AB_SAMPLES"]
@@ -127,6 +128,8 @@ def _reduced(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: obj
     g_cur = sums[0]
     g_prev = sums[2] if adaptive else None
     c = corr * diff
+    # the first ratio of the map-error estimate: the sub-level's change from the 1-point level (float32 there)
+    prev_change = None if g_prev is None else _relative_change((g_prev + corr) * diff, g_mid32 * diff)
     flat_c = c.reshape(s, -1)
     comp_floor = flat_c.sum(dim=1).abs() / gap.abs().clamp_min(1e-12)
     attr = torch.zeros_like(diff)
@@ -145,7 +148,7 @@ def _reduced(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: obj
             evaluations += todo.numel() * t.numel()
         a_cur = (g_cur + corr[todo]) * diff[todo]
         prev = None if g_prev is None else (g_prev + corr[todo]) * diff[todo]
-        d, ch, ok = _converged(a_cur, prev, gap[todo], tolerance, map_tolerance)
+        d, ch, ok = _converged(a_cur, prev, gap[todo], tolerance, map_tolerance, prev_change)
         norm = a_cur.reshape(todo.numel(), -1).norm(dim=1)
         map_floor = flat_c[todo].norm(dim=1) / norm.clamp_min(1e-30)
         ok = ok & (map_floor <= precision_tolerance)
@@ -158,7 +161,7 @@ def _reduced(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: obj
         go_on = ~ok & (map_floor <= precision_tolerance) & above_floor & falling & moving
         if level == len(levels) - 1 or not bool(go_on.any()):
             break
-        todo, g_cur, prev_delta = todo[go_on], g_cur[go_on], d[go_on]
+        todo, g_cur, prev_delta, prev_change = todo[go_on], g_cur[go_on], d[go_on], ch[go_on]
         g_prev = g_prev[go_on] if g_prev is not None else None
     fell = (~done).nonzero().flatten()
     plan.samples["reduced"] += int(done.sum())
