@@ -208,3 +208,40 @@ def test_cuda_precision_keeps_completeness_per_sample(tmp_path, trained_demo, mo
     ref = CaptumIG(lambda inp: model(inp)[:, 0]).attribute(x, n_steps=256, internal_batch_size=512).detach().numpy()
     rho = [mean_abs_spearman(attr[i : i + 1], ref[i : i + 1]) for i in range(len(x))]
     assert min(rho) >= 0.98, rho
+
+
+# -- the stop bounds the map's error (issue 20, item 5) -----------------------------------------------------------
+
+
+def test_map_error_estimate_follows_the_convergence_ratio() -> None:
+    from cerebro.engine.integrated import map_error
+
+    change = torch.tensor([0.04, 0.04, 0.04, 0.04])
+    prev = torch.tensor([0.64, 0.16, 0.08, 0.05])  # ratios 1/16 (smooth), 1/4, 1/2 (first order), 0.8 (stalling)
+    est = map_error(change, prev)
+    # fast convergence: the geometric remainder; first order and slower: at least the change itself
+    torch.testing.assert_close(est, torch.tensor([0.04 / 15, 0.04 / 3, 0.04, 0.16]), rtol=1e-6, atol=0)
+    assert torch.equal(map_error(change, None), change)  # no ratio yet: the change
+
+
+def test_nested_stop_bounds_the_map_error_on_a_relu_network(monkeypatch) -> None:
+    """A piecewise-linear network: completeness holds early (cancellation) while the map still moves; the former stop
+    (map change <= 5%) let maps several % off through, the default keeps every sample near the fine reference."""
+    import cerebro.engine.integrated as integrated
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 1)).eval()
+    fwd = ScalarForward(model, RegressionTarget())
+    x = torch.randn(16, 32, generator=torch.Generator().manual_seed(10)) * 2
+    base = torch.zeros_like(x)
+    ref = integrated_gradients(fwd, x, base, None, 4095, "nested", _policy(256))
+
+    def worst(res) -> float:  # noqa: ANN001
+        return float(((res.attributions - ref.attributions).norm(dim=1) / ref.attributions.norm(dim=1)).max())
+
+    default = integrated_gradients(fwd, x, base, None, None, "nested", _policy(256))
+    assert float((default.delta.abs() / default.gap.abs()).max()) <= 0.01
+    assert worst(default) <= 0.02
+    monkeypatch.setattr(integrated, "map_error", lambda change, prev: change)  # the former stop
+    former = integrated_gradients(fwd, x, base, None, None, "nested", _policy(256), map_tolerance=0.05)
+    assert worst(former) > 0.03 and former.evaluations < default.evaluations

@@ -162,17 +162,17 @@ def _relative_change(attr: Tensor, prev: Tensor) -> Tensor:
 
 
 def map_error(change: Tensor, prev_change: Tensor | None) -> Tensor:
-    """Estimated relative L2 error of a level's map from its change since the previous level: with the observed
-    convergence ratio ``rho = change / prev_change`` the remaining error of a geometric sequence is
-    ``change * rho / (1 - rho)``. ``rho`` is clipped to [1/4, 0.9]: smooth integrands (high order, small ``rho``) keep a
-    quarter of a safety margin, piecewise-linear networks (ReLU: first order, ``rho`` near 1/2, where the change IS
-    the error) are not stopped by a change that merely looks small."""
+    """Estimated relative L2 error of a level's map from its change since the previous level and the observed
+    convergence ratio ``rho = change / prev_change``. Where the rule converges fast (``rho <= 1/4``: smooth
+    integrands, high order), the remaining error of a geometric sequence, ``change * rho / (1 - rho)``; else at least
+    the change itself (``change * max(1, rho / (1 - rho))``): on piecewise-linear networks (ReLU) the integrand
+    jumps, the error falls only about as fast as the step, and its sign varies, so a ratio measured from two changes
+    is no bound and the change is the honest estimate."""
     if prev_change is None:
-        rho = torch.full_like(change, 0.5)
-    else:
-        rho = torch.where(prev_change > 0, change / prev_change.clamp_min(1e-30), torch.full_like(change, 0.9))
-    rho = rho.clamp(0.25, 0.9)
-    return change * rho / (1 - rho)
+        return change
+    rho = torch.where(prev_change > 0, change / prev_change.clamp_min(1e-30), torch.full_like(change, 0.9))
+    rho = rho.clamp(max=0.9)
+    return torch.where(rho <= 0.25, change * rho / (1 - rho), change * torch.clamp(rho / (1 - rho), min=1.0))
 
 
 def _converged(attr: Tensor, prev: Tensor | None, gap: Tensor, tolerance: float, map_tolerance: float,
