@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from cerebro.diagnostics.base import Diagnostic
 from cerebro.engine.budget import points_per_pass
 from cerebro.engine.context import AutopsyContext, find_module_loss
-from cerebro.engine.influence import MODES, PerSampleLoss, Snapshot, TracIn, batches
+from cerebro.engine.influence import MODES, PerSampleLoss, Snapshot, TracIn, batches, merge_results
 from cerebro.engine.influence_data import KEY, TrainingData, checkpoint_paths
 from cerebro.errors import CerebroConfigError, choice_error
 from cerebro.registry import register_diagnostic
@@ -73,6 +73,8 @@ class TrainingInfluence(Diagnostic):
     """TracIn proponents/opponents of each studied sample and self-influence of each training sample."""
 
     Options = TrainingInfluenceOptions
+    #: Under DDP every rank runs it on its share of the training batches; rank 0 joins the results and writes.
+    shardable: ClassVar[bool] = True
     requires_labels = True
 
     def validate(self) -> None:
@@ -153,7 +155,8 @@ class TrainingInfluence(Diagnostic):
                 f"`training_influence.layer`: {layer!r} is not the final layer (its output is not the model's "
                 "output); name the nn.Linear whose output the model returns, or use mode: projected")
 
-    def run(self, ctx: AutopsyContext, out: DiagnosticOutput) -> None:
+    def _compute(self, ctx: AutopsyContext) -> tuple[Any, ...]:
+        """This rank's TracIn over its share of the training batches, and what writing needs."""
         data = ctx.extras.get(KEY)
         if not isinstance(data, TrainingData) or data.loader is None:
             why = getattr(data, "note", None) or "none was handed to the autopsy"
@@ -197,14 +200,34 @@ class TrainingInfluence(Diagnostic):
                 bar.running(f"{self.name}: {seen}/{total} training samples")
 
         stream = batches(data.loader, data.spec.split, labels, meta, _per_sample)
-        res = tracin.run(test, stream, opts.k, tick)
+        res = tracin.run(test, stream, opts.k, tick, ctx.comm.rank, ctx.comm.world)
         if res.n_train == 0:
             raise CerebroConfigError("`training_influence`: the training loader yielded 0 samples")
         indices = data.indices if data.indices is not None and len(data.indices) == res.n_train \
             else np.arange(res.n_train, dtype=np.int64)
         with torch.no_grad():
             test_loss = loss(ctx.outputs.to(ctx.device), y_test.to(ctx.device)).double().cpu().numpy()
-        self._write(ctx, out, data, tracin, res, indices, labels, meta, test_loss, loss.source)
+        return data, tracin, res, indices, labels, meta, test_loss, loss.source
+
+    def run(self, ctx: AutopsyContext, out: DiagnosticOutput) -> None:
+        comm = ctx.comm
+        if comm.world == 1:
+            self._write(ctx, out, *self._compute(ctx))
+            return
+        try:  # every rank reaches the one gather below, whatever fails where (no hang)
+            mine, error = self._compute(ctx), None
+        except Exception as err:  # noqa: BLE001 - reported by rank 0 with the rank
+            mine, error = None, f"{type(err).__name__}: {err}"
+        gathered = comm.gather((None if mine is None else mine[2], error))
+        if not comm.is_main:
+            return
+        errors = [f"rank {r}: {e}" for r, (_, e) in enumerate(gathered or []) if e]
+        if errors or mine is None:
+            raise RuntimeError("; ".join(errors))
+        parts = [res for res, _ in gathered or []]
+        out.metric("train_samples_per_rank", [int((~np.isnan(r.self_influence)).sum()) for r in parts])
+        data, tracin, _, *rest = mine
+        self._write(ctx, out, data, tracin, merge_results(parts, self.options.k), *rest)
 
     # -- outputs --------------------------------------------------------------------------------------------------
     def _write(self, ctx: AutopsyContext, out: DiagnosticOutput, data: TrainingData, tracin: TracIn, res: Any,

@@ -31,7 +31,7 @@ from torch.func import functional_call, grad, vmap
 
 from cerebro.errors import CerebroConfigError
 
-__all__ = ["MODES", "Snapshot", "PerSampleLoss", "TracIn", "InfluenceResult", "TopK"]
+__all__ = ["MODES", "Snapshot", "PerSampleLoss", "TracIn", "InfluenceResult", "TopK", "merge_results"]
 
 MODES = ("last_layer", "projected", "exact")
 
@@ -273,27 +273,53 @@ class TracIn:
         return [torch.cat([p[c] for p in parts]) for c in range(len(self.snaps))]
 
     def run(self, test: list[Any], train: Iterable[tuple[Tensor, Tensor]], k: int,
-            tick: Callable[[int], None] | None = None) -> InfluenceResult:
+            tick: Callable[[int], None] | None = None, rank: int = 0, world: int = 1) -> InfluenceResult:
         """Stream the training batches ``(x, y)`` once: self-influence of each and the k strongest proponents and
-        opponents of each studied sample (embeddings ``test`` from :meth:`embed_all`)."""
+        opponents of each studied sample (embeddings ``test`` from :meth:`embed_all`). Under DDP every rank reads
+        every batch in the same order and computes the batches ``b`` with ``b % world == rank``: its self-influence
+        is NaN elsewhere, its top-k covers its batches only (:func:`merge_results` joins the ranks')."""
         rows = test[0][0].shape[0] if self.mode == "last_layer" else test[0].shape[0]
         pro, opp = TopK(rows, k, True), TopK(rows, k, False)
         selfs: list[Tensor] = []
         seen = 0
-        for x, y in train:
-            for i in range(0, int(x.shape[0]), self.chunk):
+        for b, (x, y) in enumerate(train):
+            n = int(x.shape[0])
+            if b % world != rank:  # another rank's batch: only its positions count
+                selfs.append(torch.full((n,), float("nan"), dtype=torch.float64))
+                seen += n
+                continue
+            for i in range(0, n, self.chunk):
                 emb = self.embed(x[i : i + self.chunk], y[i : i + self.chunk])
                 s = self.scores(test, emb).cpu()
-                pro.add(s, seen)
-                opp.add(s, seen)
+                pro.add(s, seen + i)
+                opp.add(s, seen + i)
                 selfs.append(self.self_scores(emb).double().cpu())
-                seen += s.shape[1]
+            seen += n
             if tick is not None:
                 tick(seen)
         p, ps = pro.result()
         o, os_ = opp.result()
         si = torch.cat(selfs).numpy() if selfs else np.zeros(0)
         return InfluenceResult(si, p, ps, o, os_, seen)
+
+
+def _merge_top(parts: list[tuple[np.ndarray, np.ndarray]], k: int, largest: bool) -> tuple[np.ndarray, np.ndarray]:
+    sign = 1.0 if largest else -1.0
+    values = sign * np.concatenate([v for _, v in parts], axis=1)
+    index = np.concatenate([i for i, _ in parts], axis=1)
+    order = np.argsort(-values, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(index, order, 1), sign * np.take_along_axis(values, order, 1)
+
+
+def merge_results(parts: list[InfluenceResult], k: int) -> InfluenceResult:
+    """One result from the ranks' results over disjoint training batches (:meth:`TracIn.run` with ``world > 1``)."""
+    si = parts[0].self_influence.copy()
+    for part in parts[1:]:
+        fill = np.isnan(si)
+        si[fill] = part.self_influence[fill]
+    p, ps = _merge_top([(r.proponents, r.proponent_scores) for r in parts], k, True)
+    o, os_ = _merge_top([(r.opponents, r.opponent_scores) for r in parts], k, False)
+    return InfluenceResult(si, p, ps, o, os_, parts[0].n_train)
 
 
 def batches(loader: Iterable[Any], split: Callable[[Any], tuple[Tensor, Any, dict[str, Any]]],
