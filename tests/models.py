@@ -75,3 +75,17 @@ class PassThrough(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.scale
+
+
+class SubjectWindows(torch.utils.data.Dataset):
+    """EEG-like windows (4 channels x 32 samples, seeded) as dict batches with a subject per window (metadata)."""
+
+    def __init__(self, n: int = 24) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.x, self.y = torch.randn(n, 4, 32, generator=g), torch.randn(n, 1, generator=g)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"x": self.x[i], "y": self.y[i], "subject": f"sub-{i % 3}"}

@@ -14,33 +14,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 import cerebro
 from cerebro.errors import CerebroConfigError
 from cerebro.report.explorer import map_kind, quantise_input, quantise_map
 from cerebro.report.progress import in_notebook, progress_for
-from tests.models import TinyConv1d
+from tests.models import SubjectWindows, TinyConv1d
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 DIAGS = ["predictions", "failure_modes", {"integrated_gradients": {"n_steps": 8}}, "saliency", "faithfulness"]
 
 
-class _Windows(Dataset):
-    def __init__(self, n: int) -> None:
-        g = torch.Generator().manual_seed(0)
-        self.x, self.y = torch.randn(n, 4, 32, generator=g), torch.randn(n, 1, generator=g)
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int) -> dict:
-        return {"x": self.x[i], "y": self.y[i], "subject": f"sub-{i % 3}"}
-
-
 def _run(out: Path, n: int, diagnostics: list = DIAGS) -> cerebro.AutopsySummary:
     torch.manual_seed(0)
-    return cerebro.run_autopsy(TinyConv1d().eval(), DataLoader(_Windows(n), batch_size=16), output_dir=out,
+    return cerebro.run_autopsy(TinyConv1d().eval(), DataLoader(SubjectWindows(n), batch_size=16), output_dir=out,
                                max_samples=n, diagnostics=diagnostics, eeg={"sfreq": 100.0})
 
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 from cerebro import run_autopsy
-from tests.models import SmallResNet2d, TinyConv1d
+from tests.models import SmallResNet2d, SubjectWindows, TinyConv1d
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -41,20 +41,6 @@ def chromium() -> Iterator[Any]:
         browser.close()
 
 
-class _Windows(Dataset):
-    """EEG-like windows (4 channels x 32 samples) with a subject per window."""
-
-    def __init__(self, n: int = 24) -> None:
-        g = torch.Generator().manual_seed(0)
-        self.x, self.y = torch.randn(n, 4, 32, generator=g), torch.randn(n, 1, generator=g)
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int) -> dict:
-        return {"x": self.x[i], "y": self.y[i], "subject": f"sub-{i % 3}"}
-
-
 class _TokenModel(nn.Module):
     """Token ids (B, T) -> one score: an embedding, mean over tokens, a linear head."""
 
@@ -77,7 +63,7 @@ def _copy(src: Path, dst: Path) -> Path:
 def eeg(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("eeg") / "autopsy"
     torch.manual_seed(0)
-    summary = run_autopsy(TinyConv1d().eval(), DataLoader(_Windows(), batch_size=8), output_dir=out, max_samples=24,
+    summary = run_autopsy(TinyConv1d().eval(), DataLoader(SubjectWindows(), batch_size=8), output_dir=out, max_samples=24,
                           diagnostics=["predictions", "failure_modes", {"integrated_gradients": {"n_steps": 8}},
                                        "saliency", {"spectral_integrated_gradients": {"n_steps": 8}}],
                           eeg={"channel_names": NAMES, "sfreq": 100.0})

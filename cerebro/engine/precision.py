@@ -125,10 +125,6 @@ class PrecisionPlan:
         self.seconds[name] = self.seconds.get(name, 0.0) + seconds
         self.points[name] = self.points.get(name, 0) + points
 
-    def per_point(self, name: str) -> float | None:
-        """Measured seconds per point in precision ``name`` (``None`` before any pass)."""
-        return self.seconds[name] / self.points[name] if self.points.get(name) else None
-
     def judge_speed(self, fp32_per_point: float, reduced_per_point: float) -> None:
         """After the first block's side-by-side passes: keep reduced precision only if its points are clearly
         faster than float32's (``auto``); forced precisions are only recorded."""
