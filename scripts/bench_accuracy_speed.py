@@ -274,12 +274,14 @@ def bench_model(name: str, args: argparse.Namespace, device: torch.device) -> li
     precisions = ("fp32", "bf16", "fp16") if fast or args.all_precisions else ("fp32",)
     for p in precisions[1:]:
         rows.append(Row(f"cerebro nested auto, precision {p}", cerebro_row(model, x, p, limit), False))
-    for rep in range(args.repeats):  # interleaved: the timed rows every repeat, the others once
-        for row in rows:
+    for rep in range(args.repeats):  # interleaved: the timed rows every repeat (in reverse order every other
+        # repeat, so that no row always runs first), the others once
+        for row in (rows if rep % 2 == 0 else rows[::-1]):
             if row.timed_repeats or rep == 0:
                 row.run(device)
     lines = [f"### {desc}", f"{n} samples, device {device}, reference = Gauss-Legendre {ref_steps} steps fp32, "
-             f"seconds = median of {args.repeats} interleaved runs for the first three rows",
+             f"seconds = median of {args.repeats} interleaved runs (order reversed every other run) for the first "
+             "four rows",
              "", "| variant | seconds | evaluations | rel L2 vs ref | Spearman med (min) | completeness med | max | "
              "not converged (>1%) | max map error vs cerebro fp32 |", "|---|---|---|---|---|---|---|---|---|"]
     fp32_row = next(r for r in rows if r.name.endswith("precision fp32"))

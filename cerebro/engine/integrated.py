@@ -38,8 +38,8 @@ from cerebro.engine.chunking import ChunkPolicy
 from cerebro.engine.precision import PrecisionPlan, autocast_for
 from cerebro.errors import CerebroConfigError
 
-__all__ = ["IGResult", "check_steps", "integrated_gradients", "path_sums", "nested_rule", "nested_levels", "START_STEPS", "NESTED",
-           "NESTED_START_LEVEL", "MAP_TOLERANCE", "map_error"]
+__all__ = ["IGResult", "check_steps", "integrated_gradients", "path_sums", "nested_rule", "nested_levels", "START_STEPS",
+           "NESTED", "NESTED_START_LEVEL", "MAP_TOLERANCE", "map_error"]
 
 #: First level of adaptive IG with Captum's rules (``n_steps=None``); each level doubles it.
 START_STEPS = 16
@@ -238,7 +238,8 @@ def _nested(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Tens
 
 
 def integrated_gradients(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Tensor | None,
-                         n_steps: int | None, method: str, policy: ChunkPolicy | Callable[[torch.dtype | None], ChunkPolicy],
+                         n_steps: int | None, method: str,
+                         policy: ChunkPolicy | Callable[[torch.dtype | None], ChunkPolicy],
                          tolerance: float = 0.01,
                          max_steps: int = 1024, start_steps: int = START_STEPS, autocast: torch.dtype | None = None,
                          *, map_tolerance: float = MAP_TOLERANCE, start_level: int = NESTED_START_LEVEL,

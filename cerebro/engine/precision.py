@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 
 import torch
 
-__all__ = ["PRECISIONS", "DTYPES", "MIN_SPEEDUP", "PrecisionPlan", "PrecisionOptions", "reduced_candidate", "autocast_for",
-           "plan_for", "precision_option", "record_precision"]
+__all__ = ["PRECISIONS", "DTYPES", "MIN_SPEEDUP", "PrecisionPlan", "PrecisionOptions", "reduced_candidate",
+           "autocast_for", "plan_for", "precision_option", "record_precision"]
 
 T = TypeVar("T")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
