@@ -138,6 +138,16 @@ def eegnex_random(n_train: int, epochs: int) -> tuple[nn.Module, Tensor, str]:
     return model.eval(), x, "braindecode EEGNeX 129x200, random init, N(0, 1) windows"
 
 
+def planted_square(n: int, seed: int, rows: slice, cols: slice) -> tuple[Tensor, Tensor]:
+    """``n`` noisy 3x32x32 images whose square ``rows`` x ``cols`` is brightened by a random amount; the target is
+    half that amount."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, 32, 32, generator=g) * 0.5
+    amp = torch.rand(n, generator=g) * 2
+    x[:, :, rows, cols] += amp.view(-1, 1, 1, 1)
+    return x, (0.5 * amp).unsqueeze(1)
+
+
 def resnet18(n_train: int, epochs: int) -> tuple[nn.Module, Tensor, str]:
     """torchvision resnet18 (ReLU: piecewise-linear, so IG's integrand jumps) on 3x32x32, trained to read a
     planted square's brightness."""
@@ -145,11 +155,7 @@ def resnet18(n_train: int, epochs: int) -> tuple[nn.Module, Tensor, str]:
 
     torch.manual_seed(0)
     model = tv_resnet18(num_classes=1)
-    g = torch.Generator().manual_seed(5)
-    x = torch.randn(n_train + 64, 3, 32, 32, generator=g) * 0.5
-    amp = torch.rand(n_train + 64, generator=g) * 2
-    x[:, :, 4:12, 16:24] += amp.view(-1, 1, 1, 1)
-    y = (0.5 * amp).unsqueeze(1)
+    x, y = planted_square(n_train + 64, seed=5, rows=slice(4, 12), cols=slice(16, 24))
     loss = train_cached("resnet18", model, x[:n_train], y[:n_train], epochs, lr=1e-3)
     return model.eval(), x[n_train:], f"torchvision resnet18 3x32x32 (ReLU), trained {epochs} epochs (MSE {loss:.3f})"
 
@@ -168,11 +174,7 @@ def vit(n_train: int, epochs: int) -> tuple[nn.Module, Tensor, str]:
 
     torch.manual_seed(0)
     model = VisionTransformer(img_size=32, patch_size=4, embed_dim=192, depth=12, num_heads=3, num_classes=1)
-    g = torch.Generator().manual_seed(3)
-    x = torch.randn(n_train + 64, 3, 32, 32, generator=g) * 0.5
-    amp = torch.rand(n_train + 64, generator=g) * 2
-    x[:, :, 8:16, 8:16] += amp.view(-1, 1, 1, 1)
-    y = (0.5 * amp).unsqueeze(1)
+    x, y = planted_square(n_train + 64, seed=3, rows=slice(8, 16), cols=slice(8, 16))
     loss = train_cached("vit", model, x[:n_train], y[:n_train], epochs, lr=5e-4)
     return model.eval(), x[n_train:], f"timm ViT-tiny layout (12 blocks) 3x32x32, trained {epochs} epochs (MSE {loss:.3f})"
 

@@ -109,18 +109,17 @@ class CaptumMethod(AttributionDiagnostic):
         for d in (None, dtype):  # warm-up on one sample (kernel selection), not timed
             with seeded(ctx.seed + sl.start), autocast_for(ctx.device, d):
                 self.attribute(ctx, state, one)
-        runs = {}
+        maps, seconds = [], []
         for d in (None, dtype):
             with seeded(ctx.seed + sl.start), autocast_for(ctx.device, d):
                 before = sum(plan.seconds.values())
-                runs[d] = plan.timed(d, n * self.cost, lambda: self.attribute(ctx, state, sl)).detach().float()
-                runs[(d, "s")] = sum(plan.seconds.values()) - before
-        a32, ared = runs[None].reshape(n, -1), runs[dtype].reshape(n, -1)
+                maps.append(plan.timed(d, n * self.cost, lambda: self.attribute(ctx, state, sl)).detach().float())
+                seconds.append(sum(plan.seconds.values()) - before)
+        a32, ared = maps[0].reshape(n, -1), maps[1].reshape(n, -1)
         err = ((ared - a32).norm(dim=1) / a32.norm(dim=1).clamp_min(1e-30)).nan_to_num(nan=float("inf"))
-        plan.judge_maps(runs[(None, "s")] / n, runs[(dtype, "s")] / n, float(err.max()),
-                        self.options.precision_tolerance)
+        plan.judge_maps(seconds[0] / n, seconds[1] / n, float(err.max()), self.options.precision_tolerance)
         plan.samples["fp32"] += n
-        return runs[None]
+        return maps[0]
 
     def blocks(self, ctx: AutopsyContext, state: dict[str, Any], samples: slice
                ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
