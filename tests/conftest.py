@@ -74,6 +74,15 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"cerebro tests: torch {torch.__version__}, {torch.get_num_threads()} intra-op threads"
 
 
+@pytest.fixture(autouse=True)
+def _same_precision_on_every_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``precision: auto`` behaves as on a CPU without AMX in every test, whatever the host: on an AMX CPU it would
+    try bf16 for the later chunks of a run, and the tests that compare maps with Captum, pytorch-grad-cam or a
+    float32 reference at float32 tolerances would depend on the host. The reduced-precision logic is tested on its
+    own with the hardware mocked (tests/test_precision*.py), which overrides this."""
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+
+
 #: Tiny demo geometry. n_times must cover the demo's planted window (samples 80..120), see test_callback.py.
 N_CHANS = 8
 N_TIMES = 128

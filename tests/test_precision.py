@@ -180,14 +180,15 @@ def test_precision_decision_in_summary_and_deprecated_autocast(tmp_path) -> None
     assert rec["metrics"]["precision"] == "bf16" and rec["metrics"]["precision_decision"]["requested"] == "bf16"
 
 
-@pytest.mark.parametrize("name", ["smoothgrad", "layer_integrated_gradients"])
+@pytest.mark.parametrize("name", ["smoothgrad", "layer_integrated_gradients", "saliency", "input_x_gradient",
+                                  "layer_gradcam"])
 def test_captum_methods_decide_on_a_side_by_side_first_chunk(tmp_path, monkeypatch, name: str) -> None:
     _fake_bf16_hardware(monkeypatch)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv1d(4, 8, 5, padding=2), nn.Tanh(), nn.Conv1d(8, 8, 5, padding=2), nn.Tanh(),
                           nn.Flatten(), nn.Linear(8 * 32, 1)).eval()
     x = torch.randn(24, 4, 32)
-    opts = {"layer": "2"} if name == "layer_integrated_gradients" else {"nt_samples": 4}
+    opts = {"layer": "2"} if name.startswith("layer_") else {"nt_samples": 4} if name == "smoothgrad" else {}
     # the same chunks in both runs: SmoothGrad's noise is seeded per chunk
     ref = autopsy(model, (x,), tmp_path / "fp32", [{name: {**opts, "precision": "fp32"}}], loader_batch_size=8,
                   batch_size=8)

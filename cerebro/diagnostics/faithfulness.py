@@ -8,7 +8,9 @@ verdicts (Adebayo et al. 2018) into one verdict per method (trust | care | do_no
 
 Reads the maps the attribution diagnostics of the run saved (``arrays/<method>/attributions.npy``); nothing is
 re-attributed except for ``sensitivity_max`` on ``metric_samples`` samples. Forward passes only, no backward: every
-pass of the curves goes through :func:`curve_forward`. Levels (dense at the start of the curve by default) and areas:
+pass of the curves goes through :func:`curve_forward`, in the precision of ``precision``
+(:mod:`cerebro.engine.curve_precision`: reduced only where it is faster and moves no AUC by more than
+``precision_tolerance``). Levels (dense at the start of the curve by default) and areas:
 :mod:`cerebro.engine.curve_levels`.
 """
 
@@ -31,9 +33,10 @@ from cerebro.engine.budget import points_per_pass
 from cerebro.engine.captum_metrics import noise_infidelity, rerun_explainer, uniform_sensitivity
 from cerebro.engine.chunking import ChunkPolicy
 from cerebro.engine.context import AutopsyContext
-from cerebro.engine.curve_levels import SPACINGS, curve_area, curve_scores, unit_counts
-from cerebro.engine.perturbation import (UNIT_KINDS, Units, blur, make_units, maps_on_input, perturbation_curves,
-                                         random_orders, unit_order)
+from cerebro.engine.curve_levels import SPACINGS, curve_scores, unit_counts
+from cerebro.engine.curve_precision import block_curves, planned_curves
+from cerebro.engine.perturbation import UNIT_KINDS, Units, blur, make_units, maps_on_input, random_orders, unit_order
+from cerebro.engine.precision import PRECISIONS, PrecisionPlan, record_precision
 from cerebro.engine.rng import seeded
 from cerebro.engine.store import RowTensor
 from cerebro.errors import CerebroConfigError, DiagnosticSkipped
@@ -90,6 +93,12 @@ class FaithfulnessOptions:
     trust_score: float = field(default=0.15, metadata={"min": 0.0})
     #: Below this (or within two standard errors of 0) a map is read as no better than random order.
     min_score: float = field(default=0.05, metadata={"min": 0.0})
+    #: auto | fp32 | bf16 | fp16 inside the model for the curves' forward passes. auto tries bf16/fp16 only where
+    #: the hardware has fast units (CUDA, CPUs with AMX): the first block runs in both precisions (its fp32 curves are
+    #: kept) and the rest stays reduced only if it is faster and every AUC is within precision_tolerance of fp32's.
+    precision: str = field(default="auto", metadata={"choices": PRECISIONS})
+    #: Most difference of any AUC (on the report's scale: fraction of the unperturbed score) from fp32's.
+    precision_tolerance: float = field(default=0.01, metadata={"min": 0.0})
 
 
 def curve_forward(ctx: AutopsyContext, kind: str, x: Tensor, index: Tensor | None) -> Tensor:
@@ -251,6 +260,7 @@ class Faithfulness(Diagnostic):
         ins = {m: np.zeros((n, steps)) for m in [*names, "random"]}
         rand_area = {"deletion": np.zeros(n), "insertion": np.zeros(n)}
         ties = torch.Generator().manual_seed(ctx.seed)
+        plan = PrecisionPlan(o.precision, ctx.device)
         for sl in ctx.chunks():
             x = ctx.x(sl)
             ref = (blur(x, sigma, axes) if reference is None else reference.to(ctx.device).expand_as(x))
@@ -260,13 +270,13 @@ class Faithfulness(Diagnostic):
                 values = maps_on_input(maps[m][sl].float(), shape)
                 orders.append(unit_order(values, units, ties))
             orders += [random_orders(ctx.samples.indices[sl], units.n, ctx.seed, r) for r in range(o.random_orders)]
-            d, i = perturbation_curves(score, x, ref, index, orders, units, counts, policy, ctx.check_deadline)
-            for k, m in enumerate(names):
-                dele[m][sl], ins[m][sl] = d[k].numpy(), i[k].numpy()
-            rd, ri = d[len(names):], i[len(names):]
-            dele["random"][sl], ins["random"][sl] = rd.mean(0).numpy(), ri.mean(0).numpy()
-            rand_area["deletion"][sl] = curve_area(rd, counts, units.n).mean(0).numpy()
-            rand_area["insertion"][sl] = curve_area(ri, counts, units.n).mean(0).numpy()
+            d, i = planned_curves(plan, o.precision_tolerance, names, score, x, ref, index, orders, units, counts,
+                                  policy, ctx.check_deadline)
+            block_d, block_i, block_area = block_curves(names, d, i, counts, units)
+            for m in dele:
+                dele[m][sl], ins[m][sl] = block_d[m], block_i[m]
+            for kind in rand_area:
+                rand_area[kind][sl] = block_area[kind]
         curve_seconds = time.perf_counter() - t0
         results = self._score(ctx, names, dele, ins, rand_area, counts, units, out)
         t1 = time.perf_counter()
@@ -303,6 +313,7 @@ class Faithfulness(Diagnostic):
             out.metric("cost_ratio_vs_ig_total", round(total / ig["seconds"], 4))
         for k, v in policy.describe().items():
             out.metric(k, v)
+        record_precision(out, plan)
 
     def _score(self, ctx: AutopsyContext, names: list[str], dele: dict[str, np.ndarray], ins: dict[str, np.ndarray],
                rand_area: dict[str, np.ndarray], counts: list[int], units: Units, out: DiagnosticOutput

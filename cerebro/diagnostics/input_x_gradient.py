@@ -9,6 +9,7 @@ from __future__ import annotations
 from captum.attr import InputXGradient as CaptumInputXGradient
 
 from cerebro.diagnostics.captum_method import CaptumMethod
+from cerebro.engine.precision import PrecisionOptions
 from cerebro.registry import register_diagnostic
 
 __all__ = ["InputXGradient"]
@@ -18,4 +19,8 @@ __all__ = ["InputXGradient"]
 class InputXGradient(CaptumMethod):
     """Each input value times the gradient of the target scalar with respect to it."""
 
+    Options = PrecisionOptions
     method = CaptumInputXGradient
+    #: one gradient per sample: on fast bf16/fp16 hardware the first chunk decides (side by side, maps within
+    #: precision_tolerance of fp32)
+    reduced_precision = True

@@ -19,6 +19,7 @@ from cerebro.diagnostics.captum_method import CaptumMethod
 from cerebro.diagnostics.layers import LayerChoice, LayerOptions, conv_layers, map_onto_input, token_grid
 from cerebro.engine.attribution import MapStats, summarize_maps
 from cerebro.engine.context import AutopsyContext
+from cerebro.engine.precision import PrecisionOptions, record_precision
 from cerebro.registry import register_diagnostic
 from cerebro.report.writer import DiagnosticOutput
 
@@ -26,7 +27,7 @@ __all__ = ["LayerGradCam", "conv_layers", "map_onto_input", "token_grid"]
 
 
 @dataclass
-class LayerGradCamOptions(LayerOptions):
+class LayerGradCamOptions(LayerOptions, PrecisionOptions):
     #: Keep only positive evidence (classic Grad-CAM). Off by default: for regression the sign is informative.
     relu: bool = False
 
@@ -38,11 +39,14 @@ class LayerGradCam(LayerChoice, CaptumMethod):
     Options = LayerGradCamOptions
     #: Maps are layer maps placed on the input by :meth:`to_map` (on token ids: one value per token, ``(N, 1, T)``).
     input_maps = False
+    #: one gradient per sample: on fast bf16/fp16 hardware the first chunk decides (side by side, maps within
+    #: precision_tolerance of fp32)
+    reduced_precision = True
 
     def start(self, ctx: AutopsyContext, out: DiagnosticOutput) -> dict[str, Any]:
         name, layer, info = self.resolve_layer(ctx)
         return {"name": name, "layer": layer, "method": CaptumLayerGradCam(ctx.forward, layer),
-                "per_call": self.samples_per_call(ctx), **info}
+                "per_call": self.samples_per_call(ctx), "plan": self.plan(ctx), **info}
 
     def attribute(self, ctx: AutopsyContext, state: dict[str, Any], sl: slice) -> Tensor:
         if state["layout"] == "tokens":
@@ -66,6 +70,8 @@ class LayerGradCam(LayerChoice, CaptumMethod):
             out.metric("token_grid", list(state["grid"]))
         out.metric("layer_map_shape", state.get("raw_shape"))
         out.metric("map_shape", map_shape)
+        if state.get("plan") is not None:
+            record_precision(out, state["plan"])
         for reason in stats.reasons():
             out.flag(f"{reason} (layer {name})")
         mean_abs = stats.mean_abs()

@@ -14,13 +14,14 @@ from torch import Tensor
 
 from cerebro.diagnostics.captum_method import CaptumMethod
 from cerebro.engine.context import AutopsyContext
+from cerebro.engine.precision import PrecisionOptions
 from cerebro.registry import register_diagnostic
 
 __all__ = ["Saliency"]
 
 
 @dataclass
-class SaliencyOptions:
+class SaliencyOptions(PrecisionOptions):
     #: Absolute value of the gradients (the classic saliency map); false keeps their sign.
     abs: bool = True
 
@@ -31,6 +32,9 @@ class Saliency(CaptumMethod):
 
     Options = SaliencyOptions
     method = CaptumSaliency
+    #: one gradient per sample: on fast bf16/fp16 hardware the first chunk decides (side by side, maps within
+    #: precision_tolerance of fp32)
+    reduced_precision = True
 
     def kwargs(self, ctx: AutopsyContext, state: dict[str, Any], x: Tensor, sl: slice) -> dict[str, Any]:
         return {"abs": self.options.abs}

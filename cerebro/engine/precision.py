@@ -99,8 +99,10 @@ class PrecisionPlan:
         #: float32 seconds per point and reduced speedup measured side by side on the first block (``auto``)
         self.fp32_per_point: float | None = None
         self.measured_speedup: float | None = None
-        #: relative L2 distance of reduced-precision maps from float32's, where measured side by side
+        #: relative L2 distance of reduced-precision maps from float32's (or another measure), where measured side
+        #: by side, and its key in :meth:`as_dict`
         self.map_error: float | None = None
+        self.error_key = "map_error_vs_fp32"
 
     @property
     def dtype(self) -> torch.dtype | None:
@@ -136,18 +138,20 @@ class PrecisionPlan:
             self.reason = (f"{self.reason}, but {self.candidate} measured only {self.measured_speedup:.2f}x "
                            f"float32's speed per point (needs {MIN_SPEEDUP}x): float32")
 
-    def judge_maps(self, fp32_per_point: float, reduced_per_point: float, map_error: float, tolerance: float) -> None:
+    def judge_maps(self, fp32_per_point: float, reduced_per_point: float, map_error: float, tolerance: float,
+                   measure: str = "maps", scale: str = "relative L2") -> None:
         """After a chunk run in both precisions (methods without a float32 correction): ``auto`` keeps reduced
-        precision only if it is faster and its maps are within ``tolerance`` (relative L2) of float32's."""
+        precision only if it is faster and its results (``measure``: maps, AUCs) are within ``tolerance``
+        (``scale``) of float32's."""
         self.judge_speed(fp32_per_point, reduced_per_point)
         self.map_error = map_error
         if map_error > tolerance and self.active:
             verdict = "float32" if self.requested == "auto" else f"{self.candidate} as requested"
             self.active = self.requested != "auto"
-            self.reason = (f"{self.reason}; {self.candidate} moved the first chunk's maps by {map_error:.3g} "
-                           f"(relative L2, tolerance {tolerance}): {verdict}")
+            self.reason = (f"{self.reason}; {self.candidate} moved the first chunk's {measure} by {map_error:.3g} "
+                           f"({scale}, tolerance {tolerance}): {verdict}")
         elif self.active:
-            self.reason = (f"{self.reason}: {self.measured_speedup:.2f}x faster per point, maps within "
+            self.reason = (f"{self.reason}: {self.measured_speedup:.2f}x faster per point, {measure} within "
                            f"{map_error:.3g} of float32 on the first chunk")
 
     def account(self, reduced_seconds: float, fp32_equivalent_points: int) -> None:
@@ -181,7 +185,7 @@ class PrecisionPlan:
         return {"requested": self.requested, "candidate": self.candidate, "used": self.used, "reason": self.reason,
                 "speedup_per_point": None if speed is None else round(speed, 3),
                 "reduced_cost_vs_fp32": None if cost is None else round(cost, 3),
-                "map_error_vs_fp32": self.map_error,
+                self.error_key: self.map_error,
                 "samples": dict(self.samples), "points": dict(self.points),
                 "seconds": {k: round(v, 4) for k, v in self.seconds.items()}}
 
