@@ -1,0 +1,149 @@
+"""Benchmark: Integrated Gradients on a ReLU network against Captum at equal accuracy (issue 20, item 5).
+
+A torchvision resnet18 (ReLU: IG's integrand jumps wherever a unit switches) trained on planted 3 x 32 x 32 images
+(10 classes, each brightens a patch at its own place), 8 held-out samples, the predicted class. Every variant is
+compared with a fine reference (the nested rule at ``--reference`` points); a variant is *accurate* when every
+sample's completeness error ``|sum(attr) - (f(x) - f(b))| / |f(x) - f(b)|`` is within 1% and its map within 2%
+(relative L2) of the reference. Captum's ``IntegratedGradients`` (Gauss-Legendre) runs at a ladder of step counts;
+the smallest accurate one is what a user who knew the answer would pick. cerebro's default chooses per sample.
+
+    python scripts/bench_relu_equal_accuracy.py             # about 5 minutes on 2 CPU cores (training included)
+    python scripts/bench_relu_equal_accuracy.py --cache /tmp/benchcache   # keep the trained weights
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+from captum.attr import IntegratedGradients as CaptumIG
+from torch import Tensor, nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from bench_accuracy_speed import hardware, timed  # noqa: E402
+
+from cerebro.engine.chunking import ChunkPolicy  # noqa: E402
+from cerebro.engine.integrated import NESTED, integrated_gradients  # noqa: E402
+from cerebro.engine.precision import PrecisionPlan  # noqa: E402
+from cerebro.targets import ClassificationTarget, ScalarForward  # noqa: E402
+
+
+def planted_classes(n: int, seed: int) -> tuple[Tensor, Tensor]:
+    """``n`` noisy images; class ``c`` brightens a 6 x 5 patch at a class-specific place."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, 32, 32, generator=g) * 0.5
+    y = torch.randint(0, 10, (n,), generator=g)
+    for c in range(10):
+        r, col = (c // 5) * 12 + 4, (c % 5) * 5 + 2
+        x[y == c, :, r:r + 6, col:col + 5] += 1.5
+    return x, y
+
+
+def trained_resnet18(cache: Path | None, n_train: int = 320, epochs: int = 4) -> tuple[nn.Module, Tensor, float]:
+    from torchvision.models import resnet18
+
+    torch.manual_seed(0)
+    model = resnet18(num_classes=10)
+    x, y = planted_classes(n_train + 64, seed=5)
+    path = None if cache is None else cache / f"resnet18_cls_{n_train}_{epochs}.pt"
+    if path is not None and path.is_file():
+        model.load_state_dict(torch.load(path, weights_only=True))
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        model.train()
+        for ep in range(epochs):
+            perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(ep))
+            for i in range(0, n_train, 32):
+                idx = perm[i:i + 32]
+                loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(model.state_dict(), path)
+    model.eval()
+    with torch.no_grad():
+        acc = float((model(x[n_train:]).argmax(1) == y[n_train:]).float().mean())
+    return model, x[n_train:], acc
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--samples", type=int, default=8)
+    ap.add_argument("--reference", type=int, default=2047, help="points of the nested reference (2**k - 1)")
+    ap.add_argument("--steps", type=int, nargs="+", default=[32, 48, 64, 96, 128], help="Captum's step ladder")
+    ap.add_argument("--repeats", type=int, default=3, help="timed repeats (median)")
+    ap.add_argument("--cache", type=Path, default=None, help="folder keeping the trained weights between runs")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cpu")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; hardware: {hardware(device)}")
+    model, pool, acc = trained_resnet18(args.cache)
+    x = pool[: args.samples]
+    n = x.shape[0]
+    base = torch.zeros_like(x)
+    with torch.no_grad():
+        target = model(x).argmax(1)
+    fwd = ScalarForward(model, ClassificationTarget())
+    policy = ChunkPolicy(64, None, device, 64)
+    ref = integrated_gradients(fwd, x, base, target, args.reference, NESTED, policy)
+    r = ref.attributions.reshape(n, -1)
+
+    def judge(attr: Tensor, delta: Tensor) -> tuple[float, float, bool]:
+        err = float(((attr.reshape(n, -1) - r).norm(dim=1) / r.norm(dim=1)).max())
+        comp = float((delta.abs() / ref.gap.abs()).max())
+        return comp, err, comp <= 0.01 and err <= 0.02
+
+    def ours() -> tuple[Tensor, Tensor, int, list[int]]:
+        res = integrated_gradients(fwd, x, base, target, None, NESTED, policy, tolerance=0.01, max_steps=1024,
+                                   plan=PrecisionPlan("auto", device))
+        return res.attributions, res.delta, res.evaluations, res.steps.tolist()
+
+    def captum(steps: int) -> tuple[Tensor, Tensor, int, None]:
+        attr, delta = CaptumIG(model).attribute(x, target=target, n_steps=steps, internal_batch_size=64,
+                                                return_convergence_delta=True)
+        return attr.detach(), delta.detach(), n * steps, None
+
+    rows = [("cerebro default (nested auto)", ours)] + [(f"captum GL {s} steps", lambda s=s: captum(s))
+                                                       for s in args.steps]
+    seconds: dict[str, list[float]] = {name: [] for name, _ in rows}
+    results = {}
+    for rep in range(args.repeats):
+        for name, fn in (rows if rep % 2 == 0 else rows[::-1]):
+            t, out = timed(fn, device)
+            seconds[name].append(t)
+            results[name] = out
+    print(f"\n### torchvision resnet18 3x32x32, trained on planted classes (held-out accuracy {acc:.2f}), {n} samples, "
+          f"predicted class; reference: nested {args.reference} points\n")
+    print("| variant | seconds | evaluations | worst completeness | worst map error | accurate |")
+    print("|---|---|---|---|---|---|")
+    smallest = None
+    for name, _ in rows:
+        attr, delta, evals, steps = results[name]
+        comp, err, ok = judge(attr, delta)
+        if ok and name.startswith("captum") and smallest is None:
+            smallest = name
+        print(f"| {name} | {statistics.median(seconds[name]):.2f} | {evals} | {comp:.2%} | {err:.2%} | "
+              f"{'yes' if ok else 'no'} |")
+    default = rows[0][0]
+    print(f"\ndefault's points per sample: {results[default][3]}")
+    if smallest is None:
+        print("no Captum step count of the ladder is accurate on every sample")
+        return
+    ratio_e = results[default][2] / results[smallest][2]
+    ratio_t = statistics.median(seconds[default]) / statistics.median(seconds[smallest])
+    print(f"smallest accurate Captum count: {smallest}; the default costs {ratio_e:.2f}x its evaluations and "
+          f"{ratio_t:.2f}x its seconds (target <= 1x)")
+
+
+if __name__ == "__main__":
+    main()
