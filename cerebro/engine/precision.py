@@ -52,7 +52,7 @@ def reduced_candidate(device: torch.device) -> tuple[str | None, str]:
         cap = torch.backends.cpu.get_cpu_capability()
         if avx512_bf16:
             return None, ("CPU with AVX512-BF16 but no AMX: bf16 is only 1.2-1.5x faster per point there, "
-                          "not enough to pay for float32 corrections: float32")
+                          "too little to pay for float32 corrections or a side-by-side first chunk: float32")
         return None, f"this CPU has no bf16 matrix units (AMX; capability {cap}): float32 is fastest"
     return None, f"no reduced precision on {device.type}: float32"
 
