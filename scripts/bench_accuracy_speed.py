@@ -10,7 +10,9 @@ samples and is compared with a 256-step float32 Gauss-Legendre reference:
   each forced reduced precision (bf16, fp16: most points reduced, fp32 corrections and fall-backs).
 
 Models: EEGNeX trained and at random init, the demo regressor, torchvision resnet18 (ReLU), a ViT. Columns also give
-the not-converged count and the largest map distance from cerebro's fp32 run; the first line names the hardware.
+the not-converged count and the largest map distance from cerebro's fp32 run; the first line names the hardware. Then
+the ReLU case at equal accuracy (``scripts/bench_relu_equal_accuracy.py``: a trained resnet18 classifier against
+Captum's smallest accurate step count).
 
 Columns: seconds (median of ``--repeats`` interleaved runs for the timed rows), forward+backward evaluations,
 relative L2 error and Spearman of |attr| against the reference (median over samples, and the worst sample's
@@ -348,6 +350,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     ap.add_argument("--quick", action="store_true", help="4 samples, 1 repeat, fewer rows, 128-step reference")
     ap.add_argument("--no-sanity", action="store_true", help="skip the sanity_checks cost table")
+    ap.add_argument("--no-relu", action="store_true", help="skip the ReLU equal-accuracy table "
+                    "(scripts/bench_relu_equal_accuracy.py)")
     ap.add_argument("--all-precisions", action="store_true", help="bf16/fp16 rows even where the CPU emulates them")
     ap.add_argument("--cache", type=Path, default=None, help="folder keeping the trained weights between runs")
     args = ap.parse_args()
@@ -364,6 +368,10 @@ def main() -> None:
     print(f"hardware: {hardware(device)}")
     for name in args.models:
         print("\n".join(bench_model(name, args, device)), flush=True)
+    if not args.no_relu and device.type == "cpu":  # item 5's case: a ReLU network against Captum at equal accuracy
+        from bench_relu_equal_accuracy import report
+
+        print("\n".join(report(args.cache, repeats=args.repeats)), flush=True)
     if not args.no_sanity:
         print("\n".join(sanity_cost(args, device)), flush=True)
 

@@ -74,28 +74,19 @@ def trained_resnet18(cache: Path | None, n_train: int = 320, epochs: int = 4) ->
     return model, x[n_train:], acc
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--samples", type=int, default=8)
-    ap.add_argument("--reference", type=int, default=2047, help="points of the nested reference (2**k - 1)")
-    ap.add_argument("--steps", type=int, nargs="+", default=[32, 48, 64, 96, 128], help="Captum's step ladder")
-    ap.add_argument("--repeats", type=int, default=3, help="timed repeats (median)")
-    ap.add_argument("--cache", type=Path, default=None, help="folder keeping the trained weights between runs")
-    ap.add_argument("--threads", type=int, default=None)
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def report(cache: Path | None, samples: int = 8, reference: int = 2047, steps: tuple[int, ...] = (32, 48, 64, 96, 128),
+           repeats: int = 3) -> list[str]:
+    """The table of this benchmark (markdown lines); ``scripts/bench_accuracy_speed.py`` prints it too."""
     device = torch.device("cpu")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; hardware: {hardware(device)}")
-    model, pool, acc = trained_resnet18(args.cache)
-    x = pool[: args.samples]
+    model, pool, acc = trained_resnet18(cache)
+    x = pool[:samples]
     n = x.shape[0]
     base = torch.zeros_like(x)
     with torch.no_grad():
         target = model(x).argmax(1)
     fwd = ScalarForward(model, ClassificationTarget())
     policy = ChunkPolicy(64, None, device, 64)
-    ref = integrated_gradients(fwd, x, base, target, args.reference, NESTED, policy)
+    ref = integrated_gradients(fwd, x, base, target, reference, NESTED, policy)
     r = ref.attributions.reshape(n, -1)
 
     def judge(attr: Tensor, delta: Tensor) -> tuple[float, float, bool]:
@@ -108,41 +99,55 @@ def main() -> None:
                                    plan=PrecisionPlan("auto", device))
         return res.attributions, res.delta, res.evaluations, res.steps.tolist()
 
-    def captum(steps: int) -> tuple[Tensor, Tensor, int, None]:
-        attr, delta = CaptumIG(model).attribute(x, target=target, n_steps=steps, internal_batch_size=64,
+    def captum(n_steps: int) -> tuple[Tensor, Tensor, int, None]:
+        attr, delta = CaptumIG(model).attribute(x, target=target, n_steps=n_steps, internal_batch_size=64,
                                                 return_convergence_delta=True)
-        return attr.detach(), delta.detach(), n * steps, None
+        return attr.detach(), delta.detach(), n * n_steps, None
 
     rows = [("cerebro default (nested auto)", ours)] + [(f"captum GL {s} steps", lambda s=s: captum(s))
-                                                       for s in args.steps]
+                                                       for s in steps]
     seconds: dict[str, list[float]] = {name: [] for name, _ in rows}
     results = {}
-    for rep in range(args.repeats):
+    for rep in range(repeats):  # interleaved, in reverse order every other repeat
         for name, fn in (rows if rep % 2 == 0 else rows[::-1]):
             t, out = timed(fn, device)
             seconds[name].append(t)
             results[name] = out
-    print(f"\n### torchvision resnet18 3x32x32, trained on planted classes (held-out accuracy {acc:.2f}), {n} samples, "
-          f"predicted class; reference: nested {args.reference} points\n")
-    print("| variant | seconds | evaluations | worst completeness | worst map error | accurate |")
-    print("|---|---|---|---|---|---|")
+    lines = [f"### ReLU at equal accuracy: torchvision resnet18 3x32x32, trained on planted classes (held-out accuracy "
+             f"{acc:.2f}), {n} samples, predicted class; reference: nested {reference} points", "",
+             "| variant | seconds | evaluations | worst completeness | worst map error | accurate |",
+             "|---|---|---|---|---|---|"]
     smallest = None
     for name, _ in rows:
-        attr, delta, evals, steps = results[name]
+        attr, delta, evals, _ = results[name]
         comp, err, ok = judge(attr, delta)
         if ok and name.startswith("captum") and smallest is None:
             smallest = name
-        print(f"| {name} | {statistics.median(seconds[name]):.2f} | {evals} | {comp:.2%} | {err:.2%} | "
-              f"{'yes' if ok else 'no'} |")
+        lines.append(f"| {name} | {statistics.median(seconds[name]):.2f} | {evals} | {comp:.2%} | {err:.2%} | "
+                     f"{'yes' if ok else 'no'} |")
     default = rows[0][0]
-    print(f"\ndefault's points per sample: {results[default][3]}")
+    lines += ["", f"default's points per sample: {results[default][3]}"]
     if smallest is None:
-        print("no Captum step count of the ladder is accurate on every sample")
-        return
+        return [*lines, "no Captum step count of the ladder is accurate on every sample", ""]
     ratio_e = results[default][2] / results[smallest][2]
     ratio_t = statistics.median(seconds[default]) / statistics.median(seconds[smallest])
-    print(f"smallest accurate Captum count: {smallest}; the default costs {ratio_e:.2f}x its evaluations and "
-          f"{ratio_t:.2f}x its seconds (target <= 1x)")
+    return [*lines, f"smallest accurate Captum count: {smallest}; the default costs {ratio_e:.2f}x its evaluations "
+            f"and {ratio_t:.2f}x its seconds (target <= 1x)", ""]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--samples", type=int, default=8)
+    ap.add_argument("--reference", type=int, default=2047, help="points of the nested reference (2**k - 1)")
+    ap.add_argument("--steps", type=int, nargs="+", default=[32, 48, 64, 96, 128], help="Captum's step ladder")
+    ap.add_argument("--repeats", type=int, default=3, help="timed repeats (median)")
+    ap.add_argument("--cache", type=Path, default=None, help="folder keeping the trained weights between runs")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; hardware: {hardware(torch.device('cpu'))}")
+    print("\n".join(report(args.cache, args.samples, args.reference, tuple(args.steps), args.repeats)))
 
 
 if __name__ == "__main__":
