@@ -34,6 +34,7 @@ import torch
 from captum.attr._utils.approximation_methods import approximation_parameters
 from torch import Tensor
 
+from cerebro.engine import panels
 from cerebro.engine.chunking import ChunkPolicy
 from cerebro.engine.precision import PrecisionPlan, autocast_for
 from cerebro.errors import CerebroConfigError
@@ -49,6 +50,8 @@ NESTED = "nested"
 NESTED_START_LEVEL = 3
 #: Default bound on the estimated relative L2 error of a sample's map (:func:`map_error`).
 MAP_TOLERANCE = 0.02
+#: The adaptive nested rule hands rough samples to :mod:`cerebro.engine.panels` at its first this many levels.
+ROUGH_LEVELS = 2
 
 
 @dataclass
@@ -233,6 +236,18 @@ def _nested(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Tens
         if bool(ok.all()) or level == len(levels) - 1:
             break
         keep = ~ok
+        if level < ROUGH_LEVELS and n + 2 * panels.PANELS + 1 <= max_steps:  # rough: refine where the map moves
+            rough = keep & (c >= panels.ROUGH_RATIO * prev_change)
+            if bool(rough.any()):
+                sel = todo[rough]
+                a, d, c2, pts, ev = panels.adaptive_panels(
+                    forward, x[sel], base[sel], None if index is None else index[sel], gap[sel], policy, tolerance,
+                    map_tolerance, max_steps - n, plan)
+                attr[sel], delta[sel], change[sel], steps[sel] = a, d, c2, pts.to(steps.device) + n
+                evaluations += ev
+                keep = keep & ~rough
+                if not bool(keep.any()):
+                    break
         todo, g_cur, g_prev, prev_change = todo[keep], g_cur[keep], g_prev[keep], c[keep]
     return IGResult(attr, gap, delta, steps, evaluations, change)
 
