@@ -14,7 +14,9 @@ Two families of rules integrate the path of Sundararajan et al. (2017):
   ``|sum(attr) - (f(x) - f(b))|`` is within ``tolerance * |f(x) - f(b)|`` and whose map's estimated error is within
   ``map_tolerance`` (relative L2): the change from the previous level, scaled by the observed convergence ratio
   (:func:`map_error`). Completeness alone is not enough: on piecewise-linear networks (ReLU) it is not monotone in
-  the point count (cancellation), while the map's error falls steadily.
+  the point count (cancellation), while the map's error falls steadily. A sample that has not converged at the first
+  ``ROUGH_LEVELS`` levels and whose map converges at first order (a rough path) is handed to the panel-adaptive
+  trapezoid of :mod:`cerebro.engine.panels`, which puts the points where the map still moves.
 
 The points of all samples in a block are cut into chunks sized by :class:`~cerebro.engine.chunking.ChunkPolicy`
 (memory budget + measured throughput), so every pass is full and no pass holds more than the budget. Passes may run
