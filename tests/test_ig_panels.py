@@ -81,3 +81,22 @@ def test_relu_mlp_within_the_bound_at_lower_cost(scale: float, monkeypatch) -> N
     monkeypatch.setattr(integrated, "ROUGH_LEVELS", 0)  # the smoothed rule alone
     smoothed = integrated_gradients(fwd, x, base, None, None, "nested", _policy())
     assert res.evaluations < smoothed.evaluations, (res.evaluations, smoothed.evaluations)
+
+
+def test_rough_samples_in_groups_give_the_same_maps(monkeypatch) -> None:
+    """Rough samples are refined GROUP at a time (the panels' state is 8 maps per sample): the grouping changes which
+    samples share a pass, not what each sample computes."""
+    import cerebro.engine.panels as panels
+
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(32, 256), nn.ReLU(), nn.Linear(256, 1)).eval()
+    fwd = ScalarForward(model, RegressionTarget())
+    x = torch.randn(12, 32, generator=torch.Generator().manual_seed(11)) * 2
+    base = torch.zeros_like(x)
+    whole = integrated_gradients(fwd, x, base, None, None, "nested", _policy())
+    levels = torch.tensor([7, 15, 31, 63, 127, 255, 511, 1023])
+    assert int((~torch.isin(whole.steps, levels)).sum()) >= 6  # most samples went to the panels
+    monkeypatch.setattr(panels, "GROUP", 5)
+    grouped = integrated_gradients(fwd, x, base, None, None, "nested", _policy())
+    assert torch.equal(grouped.steps, whole.steps) and grouped.evaluations == whole.evaluations
+    torch.testing.assert_close(grouped.attributions, whole.attributions, rtol=1e-5, atol=1e-6)

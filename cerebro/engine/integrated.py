@@ -240,13 +240,15 @@ def _nested(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Tens
         keep = ~ok
         if level < ROUGH_LEVELS and n + 2 * panels.PANELS + 1 <= max_steps:  # rough: refine where the map moves
             rough = keep & (c >= panels.ROUGH_RATIO * prev_change)
-            if bool(rough.any()):
-                sel = todo[rough]
+            rough_idx = todo[rough]
+            for start in range(0, rough_idx.numel(), panels.GROUP):  # groups bound the panels' state (8 maps each)
+                sel = rough_idx[start:start + panels.GROUP]
                 a, d, c2, pts, ev = panels.adaptive_panels(
                     forward, x[sel], base[sel], None if index is None else index[sel], gap[sel], policy, tolerance,
                     map_tolerance, max_steps - n, plan)
                 attr[sel], delta[sel], change[sel], steps[sel] = a, d, c2, pts.to(steps.device) + n
                 evaluations += ev
+            if bool(rough.any()):
                 keep = keep & ~rough
                 if not bool(keep.any()):
                     break

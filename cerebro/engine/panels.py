@@ -28,7 +28,7 @@ from torch import Tensor
 from cerebro.engine.chunking import ChunkPolicy
 from cerebro.engine.precision import PrecisionPlan
 
-__all__ = ["PANELS", "ROUGH_RATIO", "REFINE_SHARE", "adaptive_panels", "point_sums"]
+__all__ = ["PANELS", "ROUGH_RATIO", "REFINE_SHARE", "GROUP", "adaptive_panels", "point_sums"]
 
 #: Equal panels of the path, each refined on its own.
 PANELS = 4
@@ -36,6 +36,8 @@ PANELS = 4
 ROUGH_RATIO = 0.3
 #: A round refines the panels whose last change is at least this share of the sample's largest one.
 REFINE_SHARE = 0.5
+#: Rough samples are refined this many at a time (their state: 8 maps each).
+GROUP = 16
 
 
 def point_sums(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Tensor | None, sample: Tensor,
