@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -100,3 +101,36 @@ def test_rough_samples_in_groups_give_the_same_maps(monkeypatch) -> None:
     grouped = integrated_gradients(fwd, x, base, None, None, "nested", _policy())
     assert torch.equal(grouped.steps, whole.steps) and grouped.evaluations == whole.evaluations
     torch.testing.assert_close(grouped.attributions, whole.attributions, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("max_steps", [40, 100])
+def test_panels_keep_within_max_steps_and_flag_what_misses(max_steps: int) -> None:
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(32, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 1)).eval()
+    fwd = ScalarForward(model, RegressionTarget())
+    x = torch.randn(16, 32, generator=torch.Generator().manual_seed(11)) * 2
+    res = integrated_gradients(fwd, x, torch.zeros_like(x), None, None, "nested", _policy(), max_steps=max_steps)
+    assert int(res.steps.max()) <= max_steps and int(res.steps.sum()) == res.evaluations
+    missed = (res.delta.abs() / res.gap.abs() > 0.01) | (res.map_change > 0.02)
+    assert bool(missed.any())  # this budget is too small for some samples: they are reported as they are
+
+
+def test_the_diagnostic_flags_maps_still_moving_at_max_steps(tmp_path) -> None:
+    """A sample complete within 1% whose map's estimated error is still above map_tolerance when max_steps runs out
+    is not silently converged: map_not_converged counts it, a flag names the fix, converged.npy says which."""
+    from tests.autopsy_helpers import autopsy, load_array
+
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(32, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 1)).eval()
+    x = torch.randn(16, 32, generator=torch.Generator().manual_seed(11)) * 2
+    summary = autopsy(model, (x,), tmp_path, [{"integrated_gradients": {"max_steps": 40}}])
+    rec = summary["diagnostics"]["integrated_gradients"]
+    m = rec["metrics"]
+    converged = load_array(tmp_path, "integrated_gradients", "converged")
+    delta, gap = (load_array(tmp_path, "integrated_gradients", k) for k in ("convergence_delta", "gap"))
+    complete = np.abs(delta) <= 0.01 * np.abs(gap)
+    assert m["map_not_converged"] == int((~converged & complete).sum()) > 0
+    assert m["not_converged"] == int((~complete).sum())
+    assert any(f.startswith(f"IG map not converged on {m['map_not_converged']}/16 samples") and "raise max_steps" in f
+               for f in rec["flags"])
+    assert int(load_array(tmp_path, "integrated_gradients", "steps").max()) <= 40

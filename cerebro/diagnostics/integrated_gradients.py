@@ -116,11 +116,12 @@ class IntegratedGradients(AttributionDiagnostic):
                                        max_steps=o.max_steps, map_tolerance=o.map_tolerance, plan=plan,
                                        precision_tolerance=o.precision_tolerance)
             change = res.map_change if res.map_change is not None else torch.full_like(res.gap, float("nan"))
+            converged = res.converged if res.converged is not None else torch.ones_like(res.gap, dtype=torch.bool)
             maps = {k: v.cpu().numpy() for k, v in ctx.input_maps(res.attributions).items()}
             yield sl.start, {**maps,
                              "convergence_delta": res.delta.double().cpu().numpy(),
                              "gap": res.gap.double().cpu().numpy(), "steps": res.steps.cpu().numpy(),
-                             "map_change": change.double().cpu().numpy()}
+                             "map_change": change.double().cpu().numpy(), "converged": converged.cpu().numpy()}
 
     def finish(self, ctx: AutopsyContext, out: DiagnosticOutput, state: dict[str, Any],
                arrays: dict[str, np.ndarray], stats: MapStats, map_shape: tuple[int, ...]) -> None:
@@ -148,11 +149,20 @@ class IntegratedGradients(AttributionDiagnostic):
         for key, value in completeness_metrics(deltas + gaps, gaps).items():  # sum(attr) = delta + gap
             out.metric(key, value)
         out.metric("max_relative_delta", float(np.max(rel)))
+        incomplete = (rel > o.delta_tolerance) & (np.abs(deltas) > 1e-6)
         if self.rule == NESTED and adaptive:
             change = arrays["map_change"]
             out.array("map_change", change)
             out.metric("max_map_change", float(np.nanmax(change)) if np.isfinite(change).any() else None)
-        bad = int(np.sum((rel > o.delta_tolerance) & (np.abs(deltas) > 1e-6)))
+            # complete, but the map's estimated error still above map_tolerance when max_steps ran out
+            moving = int(np.sum(~arrays["converged"].astype(bool) & ~incomplete))
+            out.array("converged", arrays["converged"].astype(bool))
+            out.metric("map_not_converged", moving)
+            if moving:
+                out.flag(f"IG map not converged on {moving}/{ctx.n} samples (estimated error above "
+                         f"map_tolerance={o.map_tolerance:.0%} at max_steps={o.max_steps}, completeness within "
+                         f"tolerance): raise max_steps")
+        bad = int(np.sum(incomplete))
         out.metric("not_converged", bad)
         if bad:
             hint = f"still above tolerance at max_steps={o.max_steps}" if adaptive else "raise n_steps or use auto"

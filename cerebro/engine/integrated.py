@@ -61,7 +61,9 @@ class IGResult:
     """Attributions ``(S, *input)`` and per-sample ``f(x) - f(baseline)``, convergence delta and steps used.
 
     ``map_change`` is the relative L2 change of each sample's map from the previous nested level (NaN for Captum's
-    rules); ``evaluations`` counts forward+backward points (the endpoints' two forward passes are not counted).
+    rules); ``evaluations`` counts forward+backward points (the endpoints' two forward passes are not counted);
+    ``converged`` (adaptive nested rule) whether each sample met both stop criteria, completeness and the map's
+    estimated error, before ``max_steps``.
     """
 
     attributions: Tensor
@@ -70,6 +72,7 @@ class IGResult:
     steps: Tensor
     evaluations: int
     map_change: Tensor | None = None
+    converged: Tensor | None = None
 
 
 def check_steps(diagnostic: str, n_steps: int | str, method: str) -> None:
@@ -213,6 +216,7 @@ def _nested(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Tens
     delta = torch.zeros_like(gap)
     change = torch.full_like(gap, float("nan"))
     steps = torch.zeros(s, dtype=torch.long, device=x.device)
+    converged = torch.zeros(s, dtype=torch.bool, device=x.device)
     # first level: all its points, weighted for the level and for its sub-level (the first error estimate)
     n = levels[0]
     j = torch.arange(1, n + 1, dtype=torch.float64)
@@ -234,7 +238,7 @@ def _nested(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Tens
             evaluations += todo.numel() * t.numel()
         a_cur = g_cur * diff[todo]
         d, c, ok = _converged(a_cur, g_prev * diff[todo], gap[todo], tolerance, map_tolerance, prev_change)
-        attr[todo], delta[todo], change[todo], steps[todo] = a_cur, d, c, n
+        attr[todo], delta[todo], change[todo], steps[todo], converged[todo] = a_cur, d, c, n, ok
         if bool(ok.all()) or level == len(levels) - 1:
             break
         keep = ~ok
@@ -243,17 +247,18 @@ def _nested(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Tens
             rough_idx = todo[rough]
             for start in range(0, rough_idx.numel(), panels.GROUP):  # groups bound the panels' state (8 maps each)
                 sel = rough_idx[start:start + panels.GROUP]
-                a, d, c2, pts, ev = panels.adaptive_panels(
+                a, d, c2, pts, ev, ok2 = panels.adaptive_panels(
                     forward, x[sel], base[sel], None if index is None else index[sel], gap[sel], policy, tolerance,
                     map_tolerance, max_steps - n, plan)
                 attr[sel], delta[sel], change[sel], steps[sel] = a, d, c2, pts.to(steps.device) + n
+                converged[sel] = ok2
                 evaluations += ev
             if bool(rough.any()):
                 keep = keep & ~rough
                 if not bool(keep.any()):
                     break
         todo, g_cur, g_prev, prev_change = todo[keep], g_cur[keep], g_prev[keep], c[keep]
-    return IGResult(attr, gap, delta, steps, evaluations, change)
+    return IGResult(attr, gap, delta, steps, evaluations, change, converged)
 
 
 def integrated_gradients(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Tensor | None,

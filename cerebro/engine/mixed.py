@@ -49,12 +49,15 @@ def _merge(s: int, parts: list[tuple[Tensor, IGResult]]) -> IGResult:
     attr = first.attributions.new_zeros((s, *first.attributions.shape[1:]))
     gap, delta, change = (first.gap.new_zeros(s) for _ in range(3))
     steps = first.steps.new_zeros(s)
+    converged = torch.zeros(s, dtype=torch.bool, device=first.gap.device)
     evaluations = 0
     for sel, r in parts:
         attr[sel], gap[sel], delta[sel], steps[sel] = r.attributions, r.gap, r.delta, r.steps
         change[sel] = r.map_change if r.map_change is not None else float("nan")
+        if r.converged is not None:
+            converged[sel] = r.converged
         evaluations += r.evaluations
-    return IGResult(attr, gap, delta, steps, evaluations, change)
+    return IGResult(attr, gap, delta, steps, evaluations, change, converged)
 
 
 def nested_mixed(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: object, gap: Tensor,
@@ -163,6 +166,7 @@ def _reduced(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: obj
             break
         todo, g_cur, prev_delta, prev_change = todo[go_on], g_cur[go_on], d[go_on], ch[go_on]
         g_prev = g_prev[go_on] if g_prev is not None else None
+    converged = done.clone()
     fell = (~done).nonzero().flatten()
     plan.samples["reduced"] += int(done.sum())
     equivalent = int(steps[done].sum())
@@ -171,9 +175,11 @@ def _reduced(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: obj
                       map_tolerance, max_steps, start_level, None, plan=plan)
         attr[fell], delta[fell], steps[fell] = res.attributions, res.delta, res.steps
         change[fell] = res.map_change if res.map_change is not None else float("nan")
+        if res.converged is not None:
+            converged[fell] = res.converged
         evaluations += res.evaluations
         equivalent += int(res.steps.sum())
         plan.samples["fell_back"] += int(fell.numel())
     plan.account(sum(plan.seconds.values()) - seconds0, equivalent)
-    return IGResult(attr, gap, delta, steps, evaluations, change)
+    return IGResult(attr, gap, delta, steps, evaluations, change, converged)
 

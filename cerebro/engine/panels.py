@@ -72,9 +72,9 @@ def point_sums(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: T
 
 def adaptive_panels(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Tensor | None, gap: Tensor,
                     policy: ChunkPolicy, tolerance: float, map_tolerance: float, max_points: int,
-                    plan: PrecisionPlan | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
+                    plan: PrecisionPlan | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor, int, Tensor]:
     """Panel-adaptive trapezoid IG of the samples ``x`` in float32: ``(attributions, delta, map change, points,
-    evaluations)``; ``points`` counts each sample's gradient evaluations (at most about ``max_points``)."""
+    evaluations, converged)``; ``points`` counts each sample's gradient evaluations (at most ``max_points``)."""
     from cerebro.engine.integrated import _converged, path_sums
 
     s, p = x.shape[0], PANELS
@@ -97,6 +97,7 @@ def adaptive_panels(forward: Callable[..., Tensor], x: Tensor, base: Tensor, ind
     attr = torch.zeros_like(diff)
     delta = torch.zeros_like(gap)
     change = torch.full_like(gap, float("nan"))
+    converged = torch.zeros_like(gap, dtype=torch.bool)
     prev_change: Tensor | None = None
     todo = torch.arange(s, device=x.device)
     while True:
@@ -105,7 +106,7 @@ def adaptive_panels(forward: Callable[..., Tensor], x: Tensor, base: Tensor, ind
         d, c, ok = _converged(a_cur, a_prev, gap[todo], tolerance, map_tolerance, prev_change)
         if prev_change is None:  # no convergence ratio yet: every sample is refined once
             ok = torch.zeros_like(ok)
-        attr[todo], delta[todo], change[todo] = a_cur, d, c
+        attr[todo], delta[todo], change[todo], converged[todo] = a_cur, d, c, ok
         left = ~ok & (points[todo.cpu()] < max_points).to(ok.device)
         if not bool(left.any()):
             break
@@ -117,6 +118,9 @@ def adaptive_panels(forward: Callable[..., Tensor], x: Tensor, base: Tensor, ind
         for row, i in enumerate(todo.tolist()):
             for q in refine[row].nonzero().flatten().tolist():
                 n = 2 ** int(level[i, q])
+                if points[i] + n > max_points:  # the budget: this panel stays as it is
+                    refine[row, q] = False
+                    continue
                 h = width / n
                 k = torch.arange(n, dtype=torch.float64)
                 alpha.append(q * width + (k + 0.5) * h)
@@ -124,6 +128,8 @@ def adaptive_panels(forward: Callable[..., Tensor], x: Tensor, base: Tensor, ind
                 sample.append(torch.full((n,), i, dtype=torch.long))
                 slot.append(torch.full((n,), row * p + q, dtype=torch.long))
                 points[i] += n
+        if not sample:  # no refinement fits the budget: these samples stay as they are (flagged if off)
+            break
         new = point_sums(forward, x, base, index, torch.cat(sample), torch.cat(alpha), torch.cat(weight),
                          torch.cat(slot), todo.numel() * p, policy, plan).view(todo.numel(), p, *x.shape[1:])
         evaluations += int(torch.cat(alpha).numel())
@@ -132,4 +138,4 @@ def adaptive_panels(forward: Callable[..., Tensor], x: Tensor, base: Tensor, ind
         prev_sums[todo] = torch.where(mask, sums[todo], prev_sums[todo])
         sums[todo] = torch.where(mask, refined, sums[todo])
         level[todo.cpu()] += refine.long()
-    return attr, delta, change, points, evaluations
+    return attr, delta, change, points, evaluations, converged
