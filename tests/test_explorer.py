@@ -146,3 +146,21 @@ def test_spilled_samples_give_the_same_explorer_inputs(run, tmp_path: Path, monk
     assert spilled["explorer"]["n_samples"] == 20
     a, b = (_js(o / "explorer" / "maps_000.js", "chunk")["samples"] for o in (out, tmp_path / "spilled"))
     assert [s["x"] for s in a] == [s["x"] for s in b] and [s["lo"] for s in a] == [s["lo"] for s in b]
+
+
+def test_convergence_per_sample_reads_the_map_criterion(tmp_path: Path) -> None:
+    """converged.npy (completeness and the map's estimated error) reaches the explorer: a sample complete within
+    tolerance whose map did not converge is told apart from one whose completeness misses."""
+    from cerebro.report.explorer_stats import convergence_per_sample
+
+    folder = tmp_path / "arrays" / "integrated_gradients"
+    folder.mkdir(parents=True)
+    np.save(folder / "convergence_delta.npy", np.array([0.001, 0.05, 0.002]))
+    np.save(folder / "gap.npy", np.array([1.0, 1.0, 1.0]))
+    np.save(folder / "converged.npy", np.array([True, False, False]))
+    conv = convergence_per_sample({}, tmp_path, 3, ["integrated_gradients"])["integrated_gradients"]
+    assert conv["converged"] == [True, False, True]  # completeness within 1%
+    assert conv["map_converged"] == [True, False, False]  # sample 2: complete, map still moving
+    np.save(folder / "converged.npy", np.array([True, True]))  # wrong length (another run): ignored
+    assert convergence_per_sample({}, tmp_path, 3, ["integrated_gradients"])["integrated_gradients"][
+        "map_converged"] == [True, True, True]

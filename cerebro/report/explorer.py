@@ -215,6 +215,8 @@ def _write(ctx: Any, writer: ReportWriter, summary: dict[str, Any]) -> dict[str,
             for m, c in conv.items():
                 if c["relative"][i] is not None and not c["converged"][i]:
                     notes.append(["c", order[m], c["relative"][i], c["tolerance"]])
+                elif not c["map_converged"][i]:
+                    notes.append(["m", order[m]])
             samples.append(entry)
             notes_all.append(notes)
             row = [i, int(indices[i]) if i < indices.size else i, _scalar(target, i), _scalar(pred, i),

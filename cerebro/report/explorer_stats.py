@@ -60,10 +60,10 @@ def _tolerance(summary: dict[str, Any], method: str) -> float:
 
 
 def convergence_per_sample(summary: dict[str, Any], root: Path, n: int, methods: list[str]) -> dict[str, dict]:
-    """``{method: {relative, converged, tolerance}}`` for each method that stored ``convergence_delta.npy`` and
-    ``gap.npy`` (integrated gradients and its relatives): ``|delta| / |f(x) - f(baseline)|`` per sample, and
-    whether it is within the method's ``delta_tolerance`` (or ``|delta|`` is below 1e-6, as the diagnostic
-    counts it)."""
+    """``{method: {relative, converged, tolerance, map_converged}}`` for each method that stored
+    ``convergence_delta.npy`` and ``gap.npy`` (integrated gradients and its relatives): ``|delta| / |f(x) -
+    f(baseline)|`` per sample, whether it is within the method's ``delta_tolerance`` (or ``|delta|`` is below 1e-6,
+    as the diagnostic counts it), and whether its map's estimated error met ``map_tolerance`` (``converged.npy``)."""
     out = {}
     for m in methods:
         d, g = root / "arrays" / m / "convergence_delta.npy", root / "arrays" / m / "gap.npy"
@@ -75,8 +75,11 @@ def convergence_per_sample(summary: dict[str, Any], root: Path, n: int, methods:
         rel = np.abs(delta) / np.maximum(np.abs(gap), 1e-12)
         tol = _tolerance(summary, m)
         ok = (rel <= tol) | (np.abs(delta) <= 1e-6)
+        conv = root / "arrays" / m / "converged.npy"  # both stop criteria (completeness and the map's error)
+        both = np.load(conv).astype(bool).reshape(-1) if conv.exists() else np.ones(n, dtype=bool)
         out[m] = {"relative": [float(f"{r:.3g}") if np.isfinite(r) else None for r in rel],
-                  "converged": [bool(o) for o in ok], "tolerance": tol}
+                  "converged": [bool(o) for o in ok], "tolerance": tol,
+                  "map_converged": [bool(o) for o in (both if both.size == n else np.ones(n, dtype=bool))]}
     return out
 
 

@@ -62,6 +62,7 @@
     var name = function (k) { return D.methods[k].name; };
     if (n[0] === "g") return name(n[1]) + ": degenerate map (" + n[2] + ")";
     if (n[0] === "c") return name(n[1]) + ": not converged (|delta| " + (100 * n[2]).toPrecision(3) + "% of |f(x) - f(baseline)| > " + (100 * n[3]) + "%)";
+    if (n[0] === "m") return name(n[1]) + ": map not converged (estimated error above map_tolerance at max_steps)";
     return name(n[1]) + " and " + name(n[2]) + (n[0] === "d" ? " disagree" : " agree") + " (rank correlation " +
       n[3].toFixed(2) + (n[0] === "d" ? " < " + D.disagree : "") + ")";
   }
