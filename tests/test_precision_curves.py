@@ -11,22 +11,16 @@ import cerebro.diagnostics.faithfulness as faithfulness
 import cerebro.engine.precision as precision
 from cerebro.demo.data import make_eeg_dataset
 from cerebro.demo.model import EEGRegressor
-from cerebro.engine.precision import PrecisionPlan
 from tests.autopsy_helpers import autopsy, load_array
+from tests.test_precision import Clocked
 
 AUCS = ("deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc")
 METHODS = ("integrated_gradients", "saliency")
 
 
-class Clocked(PrecisionPlan):
-    """Passes cost ``cost[precision]`` seconds per point (the work itself is real)."""
-
-    cost = {"fp32": 1.0, "bf16": 0.25}
-
-    def timed(self, dtype, points, fn):  # noqa: ANN001, ANN201
-        out = fn()
-        self.record(dtype, points, points * self.cost["fp32" if dtype in (None, torch.float32) else "bf16"])
-        return out
+def clocked(requested: str, device: torch.device) -> Clocked:
+    """The plan faithfulness builds, with bf16 passes 4x faster than float32 (the work itself is real)."""
+    return Clocked(requested, {"fp32": 1.0, "bf16": 0.25})
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +63,7 @@ def test_forced_bf16_curves_keep_every_auc_within_001_of_fp32(case, tmp_path) ->
 
 def test_auto_keeps_bf16_after_a_side_by_side_first_block(case, tmp_path, monkeypatch) -> None:  # noqa: ANN001
     monkeypatch.setattr(precision, "reduced_candidate", lambda device: ("bf16", "mocked bf16 hardware"))
-    monkeypatch.setattr(faithfulness, "PrecisionPlan", Clocked)
+    monkeypatch.setattr(faithfulness, "PrecisionPlan", clocked)
     ref = _run(case, tmp_path / "fp32", precision="fp32")
     m = _run(case, tmp_path / "auto")
     dec = m["precision_decision"]
@@ -86,7 +80,7 @@ def test_auto_keeps_bf16_after_a_side_by_side_first_block(case, tmp_path, monkey
 
 def test_auto_declines_when_an_auc_moves_beyond_the_tolerance(case, tmp_path, monkeypatch) -> None:  # noqa: ANN001
     monkeypatch.setattr(precision, "reduced_candidate", lambda device: ("bf16", "mocked bf16 hardware"))
-    monkeypatch.setattr(faithfulness, "PrecisionPlan", Clocked)
+    monkeypatch.setattr(faithfulness, "PrecisionPlan", clocked)
     _run(case, tmp_path / "fp32", precision="fp32")
     m = _run(case, tmp_path / "auto", precision_tolerance=0.0)  # 4x faster, but bf16 moves the AUCs a little
     dec = m["precision_decision"]

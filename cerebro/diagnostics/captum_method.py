@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from cerebro.diagnostics.attribution import AttributionDiagnostic
@@ -99,27 +100,25 @@ class CaptumMethod(AttributionDiagnostic):
         n = sl.stop - sl.start
         if plan.dtype is not None and not plan.measured:
             return self._side_by_side(ctx, state, sl, plan)
-        plan.samples["reduced" if plan.dtype is not None else "fp32"] += n
-        with autocast_for(ctx.device, plan.dtype):
-            return plan.timed(plan.dtype, n * self.cost, lambda: self.attribute(ctx, state, sl))
+
+        def run(dtype: torch.dtype | None) -> Tensor:
+            with autocast_for(ctx.device, dtype):
+                return self.attribute(ctx, state, sl)
+        return plan.planned(n, n * self.cost, run)
 
     def _side_by_side(self, ctx: AutopsyContext, state: dict[str, Any], sl: slice, plan: PrecisionPlan) -> Tensor:
         """The chunk in float32 (kept) and in reduced precision, same seed: speed per point and map distance."""
-        dtype, n, one = plan.dtype, sl.stop - sl.start, slice(sl.start, sl.start + 1)
-        for d in (None, dtype):  # warm-up on one sample (kernel selection), not timed
-            with seeded(ctx.seed + sl.start), autocast_for(ctx.device, d):
-                self.attribute(ctx, state, one)
-        maps, seconds = [], []
-        for d in (None, dtype):
-            with seeded(ctx.seed + sl.start), autocast_for(ctx.device, d):
-                before = sum(plan.seconds.values())
-                maps.append(plan.timed(d, n * self.cost, lambda: self.attribute(ctx, state, sl)).detach().float())
-                seconds.append(sum(plan.seconds.values()) - before)
-        a32, ared = maps[0].reshape(n, -1), maps[1].reshape(n, -1)
-        err = ((ared - a32).norm(dim=1) / a32.norm(dim=1).clamp_min(1e-30)).nan_to_num(nan=float("inf"))
-        plan.judge_maps(seconds[0] / n, seconds[1] / n, float(err.max()), self.options.precision_tolerance)
-        plan.samples["fp32"] += n
-        return maps[0]
+        n = sl.stop - sl.start
+
+        def run(dtype: torch.dtype | None, part: slice = sl) -> Tensor:
+            with seeded(ctx.seed + sl.start), autocast_for(ctx.device, dtype):
+                return self.attribute(ctx, state, part).detach().float()
+        a32, ared, t32, tred = plan.side_by_side(n, n * self.cost, run,
+                                                 lambda d: run(d, slice(sl.start, sl.start + 1)))  # warm-up: 1 sample
+        flat32, flat = a32.reshape(n, -1), ared.reshape(n, -1)
+        err = ((flat - flat32).norm(dim=1) / flat32.norm(dim=1).clamp_min(1e-30)).nan_to_num(nan=float("inf"))
+        plan.judge_maps(t32, tred, float(err.max()), self.options.precision_tolerance)
+        return a32
 
     def blocks(self, ctx: AutopsyContext, state: dict[str, Any], samples: slice
                ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:

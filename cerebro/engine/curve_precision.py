@@ -61,21 +61,13 @@ def planned_curves(plan: PrecisionPlan, tolerance: float, names: Sequence[str],
             return perturbation_curves(score, x, reference, index, orders, units, counts, policy, check)
 
     if plan.dtype is None or plan.measured:
-        plan.samples["reduced" if plan.dtype is not None else "fp32"] += b
-        return plan.timed(plan.dtype, points, lambda: run(plan.dtype))
-    dtype = plan.dtype
-    with torch.no_grad():  # warm-up, one sample each (kernel selection), not timed
-        for d in (None, dtype):
-            with autocast_for(x.device, d):
-                score(x[:1], None if index is None else index[:1])
-    results, seconds = [], []
-    for d in (None, dtype):
-        before = sum(plan.seconds.values())
-        results.append(plan.timed(d, points, lambda d=d: run(d)))
-        seconds.append(sum(plan.seconds.values()) - before)
+        return plan.planned(b, points, run)
+
+    def warm_up(dtype: torch.dtype | None) -> None:  # one sample's score (kernel selection)
+        with torch.no_grad(), autocast_for(x.device, dtype):
+            score(x[:1], None if index is None else index[:1])
+    c32, cred, t32, tred = plan.side_by_side(b, points, run, warm_up)
     plan.error_key = "auc_error_vs_fp32"
-    plan.judge_maps(seconds[0] / points, seconds[1] / points, auc_difference(names, results[0], results[1], counts,
-                                                                              units),
-                    tolerance, measure="AUCs", scale="absolute, on the AUC scale of the report")
-    plan.samples["fp32"] += b
-    return results[0]
+    plan.judge_maps(t32, tred, auc_difference(names, c32, cred, counts, units), tolerance, measure="AUCs",
+                    scale="absolute, on the AUC scale of the report")
+    return c32

@@ -41,8 +41,8 @@ from cerebro.engine.chunking import ChunkPolicy
 from cerebro.engine.precision import PrecisionPlan, autocast_for
 from cerebro.errors import CerebroConfigError
 
-__all__ = ["IGResult", "check_steps", "integrated_gradients", "path_sums", "nested_rule", "nested_levels", "START_STEPS",
-           "NESTED", "NESTED_START_LEVEL", "MAP_TOLERANCE", "map_error"]
+__all__ = ["IGResult", "check_steps", "integrated_gradients", "path_sums", "point_gradients", "nested_rule",
+           "nested_levels", "START_STEPS", "NESTED", "NESTED_START_LEVEL", "MAP_TOLERANCE", "map_error"]
 
 #: First level of adaptive IG with Captum's rules (``n_steps=None``); each level doubles it.
 START_STEPS = 16
@@ -114,6 +114,17 @@ def nested_levels(max_steps: int, start_level: int = NESTED_START_LEVEL) -> list
     return levels or [2**start_level - 1]
 
 
+def point_gradients(forward: Callable[..., Tensor], base: Tensor, diff: Tensor, index: Tensor | None, i: Tensor,
+                    alpha: Tensor, acc_dtype: torch.dtype, dtype: torch.dtype | None = None) -> Tensor:
+    """``grad f(b_i + alpha (x_i - b_i))`` for the points of samples ``i`` at ``alpha`` (one pass, ``dtype``
+    autocasting the model only), in ``acc_dtype``."""
+    pts = (base[i] + alpha.view(-1, *(1,) * (base.ndim - 1)) * diff[i]).requires_grad_(True)
+    with autocast_for(base.device, dtype):
+        out = forward(pts) if index is None else forward(pts, index[i])
+    (g,) = torch.autograd.grad(out.to(acc_dtype).sum(), pts)
+    return g.to(acc_dtype)
+
+
 def path_sums(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Tensor | None, alphas: Tensor,
               weights: Tensor, policy: ChunkPolicy, dtype: torch.dtype | None = None,
               plan: PrecisionPlan | None = None) -> Tensor:
@@ -136,17 +147,12 @@ def path_sums(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Te
     acc = torch.zeros((w.shape[0], *x.shape), dtype=acc_dtype, device=x.device)
     diff = x - base
     tail = (1,) * (x.ndim - 1)
-    amp = autocast_for(x.device, dtype)
     done = 0
     while done < total:
         def one(size: int, start: int = done) -> None:
             p = torch.arange(start, start + size, device=x.device)
             i, k = p // n_steps, p % n_steps  # sample-major: a chunk touches few samples
-            pts = (base[i] + a[k].view(-1, *tail) * diff[i]).requires_grad_(True)
-            with amp:
-                out = forward(pts) if index is None else forward(pts, index[i])
-            (g,) = torch.autograd.grad(out.to(acc_dtype).sum(), pts)
-            g = g.to(acc_dtype)
+            g = point_gradients(forward, base, diff, index, i, a[k], acc_dtype, dtype)
             for m in range(w.shape[0]):
                 acc[m].index_add_(0, i, g * w[m, k].view(-1, *tail))
 

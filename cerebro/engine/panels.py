@@ -46,6 +46,8 @@ def point_sums(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: T
     """``acc[slot[k]] += weight[k] * grad f(b + alpha[k] (x - b))`` of sample ``sample[k]`` for every point ``k``:
     shape ``(n_slots, *input)``, float32 (float64 for float64 inputs). Points of different samples and alphas share
     passes, in chunks from ``policy``."""
+    from cerebro.engine.integrated import point_gradients
+
     if plan is not None:
         return plan.timed(None, int(alpha.numel()), lambda: point_sums(forward, x, base, index, sample, alpha, weight,
                                                                        slot, n_slots, policy))
@@ -59,11 +61,8 @@ def point_sums(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: T
     while done < total:
         def one(size: int, start: int = done) -> None:
             k = torch.arange(start, start + size, device=x.device)
-            i = sample[k]
-            pts = (base[i] + alpha[k].view(-1, *tail) * diff[i]).requires_grad_(True)
-            out = forward(pts) if index is None else forward(pts, index[i])
-            (g,) = torch.autograd.grad(out.to(acc_dtype).sum(), pts)
-            acc.index_add_(0, slot[k], g.to(acc_dtype) * weight[k].view(-1, *tail))
+            g = point_gradients(forward, base, diff, index, sample[k], alpha[k], acc_dtype)
+            acc.index_add_(0, slot[k], g * weight[k].view(-1, *tail))
 
         size, _ = policy.run(total - done, one)
         done += size

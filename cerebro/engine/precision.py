@@ -127,6 +127,29 @@ class PrecisionPlan:
         self.seconds[name] = self.seconds.get(name, 0.0) + seconds
         self.points[name] = self.points.get(name, 0) + points
 
+    def planned(self, samples: int, points: int, run: Callable[[torch.dtype | None], T]) -> T:
+        """``run(dtype)`` on ``samples`` samples (``points`` passes' worth) in the plan's current precision, timed and
+        counted."""
+        self.samples["reduced" if self.dtype is not None else "fp32"] += samples
+        return self.timed(self.dtype, points, lambda: run(self.dtype))
+
+    def side_by_side(self, samples: int, points: int, run: Callable[[torch.dtype | None], T],
+                     warm_up: Callable[[torch.dtype | None], object]) -> tuple[T, T, float, float]:
+        """The same work, ``run(dtype)``, in float32 and in the candidate precision, each after an untimed
+        ``warm_up(dtype)`` (kernel selection) and timed: ``(float32 result, reduced result, float32 seconds per point,
+        reduced seconds per point)``. The float32 result is the one kept (its samples count as float32); the caller
+        measures the distance and calls :meth:`judge_maps`."""
+        dtype = self.dtype
+        for d in (None, dtype):
+            warm_up(d)
+        results, seconds = [], []
+        for d in (None, dtype):
+            before = sum(self.seconds.values())
+            results.append(self.timed(d, points, lambda d=d: run(d)))
+            seconds.append(sum(self.seconds.values()) - before)
+        self.samples["fp32"] += samples
+        return results[0], results[1], seconds[0] / points, seconds[1] / points
+
     def judge_speed(self, fp32_per_point: float, reduced_per_point: float) -> None:
         """After the first block's side-by-side passes: keep reduced precision only if its points are clearly
         faster than float32's (``auto``); forced precisions are only recorded."""

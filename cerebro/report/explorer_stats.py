@@ -76,10 +76,11 @@ def convergence_per_sample(summary: dict[str, Any], root: Path, n: int, methods:
         tol = _tolerance(summary, m)
         ok = (rel <= tol) | (np.abs(delta) <= 1e-6)
         conv = root / "arrays" / m / "converged.npy"  # both stop criteria (completeness and the map's error)
-        both = np.load(conv).astype(bool).reshape(-1) if conv.exists() else np.ones(n, dtype=bool)
+        both = np.load(conv).astype(bool).reshape(-1) if conv.exists() else None
+        if both is None or both.size != n:  # not stored (fixed steps, Captum's rules) or of another run
+            both = np.ones(n, dtype=bool)
         out[m] = {"relative": [float(f"{r:.3g}") if np.isfinite(r) else None for r in rel],
-                  "converged": [bool(o) for o in ok], "tolerance": tol,
-                  "map_converged": [bool(o) for o in (both if both.size == n else np.ones(n, dtype=bool))]}
+                  "converged": [bool(o) for o in ok], "tolerance": tol, "map_converged": [bool(o) for o in both]}
     return out
 
 
