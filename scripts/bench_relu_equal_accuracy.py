@@ -9,6 +9,7 @@ the smallest accurate one is what a user who knew the answer would pick. cerebro
 
     python scripts/bench_relu_equal_accuracy.py             # about 5 minutes on 2 CPU cores (training included)
     python scripts/bench_relu_equal_accuracy.py --cache /tmp/benchcache   # keep the trained weights
+    python scripts/bench_relu_equal_accuracy.py --random-init   # also random-init MLPs, mobilenet, vgg (+10 min)
 """
 
 from __future__ import annotations
@@ -135,6 +136,58 @@ def report(cache: Path | None, samples: int = 8, reference: int = 2047, steps: t
             f"and {ratio_t:.2f}x its seconds (target <= 1x)", ""]
 
 
+def smallest_accurate(model: nn.Module, x: Tensor, target: Tensor | None, ref: Tensor, gap: Tensor,
+                      step: int = 8, most: int = 512) -> int | None:
+    """The smallest Gauss-Legendre step count (a multiple of ``step``) at which Captum is accurate on every sample."""
+    n = x.shape[0]
+    for steps in range(step, most + 1, step):
+        attr, delta = CaptumIG(model).attribute(x, target=target, n_steps=steps, internal_batch_size=256,
+                                                return_convergence_delta=True)
+        err = ((attr.detach().reshape(n, -1) - ref).norm(dim=1) / ref.norm(dim=1)).max()
+        if float(err) <= 0.02 and float((delta.detach().abs() / gap.abs()).max()) <= 0.01:
+            return steps
+    return None
+
+
+def random_init_report(reference: int = 4095) -> list[str]:
+    """Random-init ReLU networks: the default's evaluations against Captum's smallest accurate step count (search in
+    steps of 8), same criteria as :func:`report`."""
+    from torchvision.models import mobilenet_v3_small, vgg11_bn
+
+    from cerebro.targets import RegressionTarget
+
+    cases = []
+    for seed in (0, 1, 2):
+        for scale in (2.0, 4.0):
+            torch.manual_seed(seed)
+            mlp = nn.Sequential(nn.Linear(32, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 1))
+            x = torch.randn(16, 32, generator=torch.Generator().manual_seed(11)) * scale
+            cases.append((f"ReLU MLP 32-256-256-1, seed {seed}, inputs x{scale:g} (16)", mlp, x, False))
+    for name, build in (("mobilenet_v3_small", mobilenet_v3_small), ("vgg11_bn", vgg11_bn)):
+        torch.manual_seed(0)
+        cases.append((f"torchvision {name}, random init, 3 x 32 x 32 (8)", build(num_classes=10),
+                      torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(3)), True))
+    lines = [f"### ReLU at equal accuracy, random init (reference: nested {reference} points)", "",
+             "| model (samples) | default: evaluations, worst map error | Captum's smallest accurate | default / Captum |",
+             "|---|---|---|---|"]
+    policy = ChunkPolicy(256, None, torch.device("cpu"), 256)
+    for name, model, x, classes in cases:
+        model.eval()
+        base = torch.zeros_like(x)
+        with torch.no_grad():
+            target = model(x).argmax(1) if classes else None
+        fwd = ScalarForward(model, ClassificationTarget() if classes else RegressionTarget())
+        ref = integrated_gradients(fwd, x, base, target, reference, NESTED, policy)
+        r = ref.attributions.reshape(x.shape[0], -1)
+        res = integrated_gradients(fwd, x, base, target, None, NESTED, policy, max_steps=1024)
+        err = float(((res.attributions.reshape(x.shape[0], -1) - r).norm(dim=1) / r.norm(dim=1)).max())
+        steps = smallest_accurate(model, x, target, r, ref.gap)
+        captum = "none up to 512 steps" if steps is None else f"{steps} steps = {steps * x.shape[0]}"
+        ratio = "" if steps is None else f"{res.evaluations / (steps * x.shape[0]):.2f}x"
+        lines.append(f"| {name} | {res.evaluations}, {err:.2%} | {captum} | {ratio} |")
+    return [*lines, ""]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--samples", type=int, default=8)
@@ -143,11 +196,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats (median)")
     ap.add_argument("--cache", type=Path, default=None, help="folder keeping the trained weights between runs")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--random-init", action="store_true", help="also the random-init MLP, mobilenet and vgg table")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; hardware: {hardware(torch.device('cpu'))}")
     print("\n".join(report(args.cache, args.samples, args.reference, tuple(args.steps), args.repeats)))
+    if args.random_init:
+        print("\n".join(random_init_report()))
 
 
 if __name__ == "__main__":

@@ -85,7 +85,7 @@ def test_relu_mlp_within_the_bound_at_lower_cost(scale: float, monkeypatch) -> N
 
 
 def test_rough_samples_in_groups_give_the_same_maps(monkeypatch) -> None:
-    """Rough samples are refined GROUP at a time (the panels' state is 8 maps per sample): the grouping changes which
+    """Rough samples are refined GROUP at a time (the panels' state is 9 maps per sample): the grouping changes which
     samples share a pass, not what each sample computes."""
     import cerebro.engine.panels as panels
 

@@ -224,6 +224,48 @@ def test_map_error_estimate_follows_the_convergence_ratio() -> None:
     assert torch.equal(map_error(change, None), change)  # no ratio yet: the change
 
 
+def test_jump_share_follows_coherence_and_spread_and_bounds_like_the_change() -> None:
+    """The panels' trapezoid on a piecewise-constant integrand: the error estimate is a share of the change
+    (``panels.jump_share``). Many independent jumps, simulated, leave the refined trapezoid an error about
+    1/sqrt(3) of its change (E[e^2] = E[d^2] / 3); the share is 1 (the change) for parallel changes (one jump) and
+    for few coordinates, and it misses the true error no more often than the change itself did."""
+    from cerebro.engine.integrated import map_error
+    from cerebro.engine.panels import JUMP_MARGIN, jump_share
+
+    g = torch.Generator().manual_seed(0)
+    wide, other = torch.randn(2, 4096, generator=g)
+    assert float(jump_share(wide[None], wide[None] * -0.5)) == 1.0  # parallel changes: the change itself
+    assert float(jump_share(wide[None, :4], other[None, :4])) == 1.0  # four coordinates: no concentration
+    many = float(jump_share(wide[None], other[None]))  # unrelated changes over 4,096 coordinates
+    assert abs(many - JUMP_MARGIN * math.sqrt(1 / 3) * math.sqrt(1 + 2 * math.sqrt(2 / 4096 * 3))) < 0.05, many
+    change, prev = torch.tensor([0.04]), torch.tensor([0.08])
+    torch.testing.assert_close(map_error(change, prev, torch.tensor([many])), change * many)
+    assert torch.equal(map_error(torch.tensor([0.01]), torch.tensor([0.16]), torch.tensor([0.5])),
+                       torch.tensor([0.01]) * (1 / 16) / (15 / 16))  # fast convergence: the geometric remainder
+
+    def trap(where: torch.Tensor, size: torch.Tensor, n: int) -> torch.Tensor:
+        t = torch.arange(n + 1, dtype=torch.float64) / n
+        w = torch.full((n + 1,), 1 / n, dtype=torch.float64)
+        w[0] = w[-1] = 1 / (2 * n)
+        return w @ ((t[:, None] >= where[None, :]).to(torch.float64) @ size)
+
+    for jumps, dims in ((400, 1024), (400, 16), (8, 64)):
+        misses_share = misses_change = 0
+        ratios = []
+        for _ in range(150):
+            where = torch.rand(jumps, generator=g, dtype=torch.float64)
+            size = torch.randn(jumps, dims, generator=g, dtype=torch.float64)
+            exact = ((1 - where)[:, None] * size).sum(0)
+            t16, t32, t64 = (trap(where, size, n) for n in (16, 32, 64))
+            ratio = float((t64 - exact).norm() / (t64 - t32).norm())
+            ratios.append(ratio)
+            misses_share += ratio > float(jump_share((t64 - t32)[None], (t32 - t16)[None]))
+            misses_change += ratio > 1
+        if jumps == 400:
+            assert abs(sum(r * r for r in ratios) / len(ratios) - 1 / 3) < 0.05  # E[e^2] = E[d^2] / 3
+        assert misses_share <= misses_change + 2, (jumps, dims, misses_share, misses_change)
+
+
 def test_nested_stop_bounds_the_map_error_on_a_relu_network(monkeypatch) -> None:
     """A piecewise-linear network: completeness holds early (cancellation) while the map still moves; the former stop
     (map change <= 5%) let maps several % off through, the default keeps every sample near the fine reference."""
@@ -242,6 +284,6 @@ def test_nested_stop_bounds_the_map_error_on_a_relu_network(monkeypatch) -> None
     default = integrated_gradients(fwd, x, base, None, None, "nested", _policy(256))
     assert float((default.delta.abs() / default.gap.abs()).max()) <= 0.01
     assert worst(default) <= 0.02
-    monkeypatch.setattr(integrated, "map_error", lambda change, prev: change)  # the former stop
+    monkeypatch.setattr(integrated, "map_error", lambda change, prev, share=None: change)  # former stop
     former = integrated_gradients(fwd, x, base, None, None, "nested", _policy(256), map_tolerance=0.05)
     assert worst(former) > 0.03 and former.evaluations < default.evaluations

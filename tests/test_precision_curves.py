@@ -33,7 +33,9 @@ def case() -> tuple[torch.nn.Module, torch.Tensor]:
 
 def _run(case, path, **faith):  # noqa: ANN001, ANN003, ANN202
     model, x = case
-    diagnostics = [{"integrated_gradients": {"n_steps": 8}}, "saliency",
+    # the maps in float32: with reduced_candidate mocked, their own `auto` would decide on this machine's timing (a
+    # loaded host can find emulated bf16 faster) and change the maps the curves perturb; the curves are under test
+    diagnostics = [{"integrated_gradients": {"n_steps": 8, "precision": "fp32"}}, {"saliency": {"precision": "fp32"}},
                    {"faithfulness": {"metric_samples": 0, "steps": 6, **faith}}]
     summary = autopsy(model, (x,), path, diagnostics, loader_batch_size=8, batch_size=8)
     rec = summary["diagnostics"]["faithfulness"]

@@ -175,22 +175,27 @@ def _relative_change(attr: Tensor, prev: Tensor) -> Tensor:
     return torch.where(norm > 0, change, torch.zeros_like(change))
 
 
-def map_error(change: Tensor, prev_change: Tensor | None) -> Tensor:
+def map_error(change: Tensor, prev_change: Tensor | None, jump_share: Tensor | None = None) -> Tensor:
     """Estimated relative L2 error of a level's map from its change since the previous level and the observed
     convergence ratio ``rho = change / prev_change``. Where the rule converges fast (``rho <= 1/4``: smooth
     integrands, high order), the remaining error of a geometric sequence, ``change * rho / (1 - rho)``; else at least
     the change itself (``change * max(1, rho / (1 - rho))``): on piecewise-linear networks (ReLU) the integrand
     jumps, the error falls only about as fast as the step, and its sign varies, so a ratio measured from two changes
-    is no bound and the change is the honest estimate."""
+    is no bound and the change is the honest estimate.
+
+    ``jump_share`` (the trapezoid of :mod:`cerebro.engine.panels`, whose integrand is piecewise constant): per
+    sample, the share of the change that estimates the error there (:func:`cerebro.engine.panels.jump_share`, at
+    most 1), used instead of the ``rho`` factor where ``rho > 1/4``."""
     if prev_change is None:
         return change
     rho = torch.where(prev_change > 0, change / prev_change.clamp_min(1e-30), torch.full_like(change, 0.9))
     rho = rho.clamp(max=0.9)
-    return torch.where(rho <= 0.25, change * rho / (1 - rho), change * torch.clamp(rho / (1 - rho), min=1.0))
+    rough = change * torch.clamp(rho / (1 - rho), min=1.0) if jump_share is None else change * jump_share
+    return torch.where(rho <= 0.25, change * rho / (1 - rho), rough)
 
 
 def _converged(attr: Tensor, prev: Tensor | None, gap: Tensor, tolerance: float, map_tolerance: float,
-               prev_change: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+               prev_change: Tensor | None = None, jump_share: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Per sample: (delta, map change, converged?) of ``attr`` against the previous level's ``prev``: completeness
     within ``tolerance`` and the map's estimated error (:func:`map_error`) within ``map_tolerance``."""
     flat = attr.reshape(attr.shape[0], -1)
@@ -199,7 +204,7 @@ def _converged(attr: Tensor, prev: Tensor | None, gap: Tensor, tolerance: float,
     if prev is None:
         return delta, torch.full_like(gap, float("nan")), ok
     change = _relative_change(attr, prev)
-    return delta, change, ok & (map_error(change, prev_change) <= map_tolerance)
+    return delta, change, ok & (map_error(change, prev_change, jump_share) <= map_tolerance)
 
 
 def _nested(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Tensor | None, gap: Tensor,
@@ -251,7 +256,7 @@ def _nested(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Tens
         if level < ROUGH_LEVELS and n + 2 * panels.PANELS + 1 <= max_steps:  # rough: refine where the map moves
             rough = keep & (c >= panels.ROUGH_RATIO * prev_change)
             rough_idx = todo[rough]
-            for start in range(0, rough_idx.numel(), panels.GROUP):  # groups bound the panels' state (8 maps each)
+            for start in range(0, rough_idx.numel(), panels.GROUP):  # groups bound the panels' state (9 maps each)
                 sel = rough_idx[start:start + panels.GROUP]
                 a, d, c2, pts, ev, ok2 = panels.adaptive_panels(
                     forward, x[sel], base[sel], None if index is None else index[sel], gap[sel], policy, tolerance,
