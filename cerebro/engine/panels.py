@@ -138,9 +138,10 @@ def adaptive_panels(forward: Callable[..., Tensor], x: Tensor, base: Tensor, ind
     todo = torch.arange(s, device=x.device)
     while True:
         a_cur = sums[todo].sum(dim=1) * diff[todo]
-        step = a_cur - prev_sums[todo].sum(dim=1) * diff[todo]
+        a_prev = prev_sums[todo].sum(dim=1) * diff[todo]
+        step = a_cur - a_prev
         share = None if prev_step is None else jump_share(step, prev_step)
-        d, c, ok = _converged(a_cur, a_cur - step, gap[todo], tolerance, map_tolerance, prev_change, share)
+        d, c, ok = _converged(a_cur, a_prev, gap[todo], tolerance, map_tolerance, prev_change, share)
         if prev_change is None:  # no convergence ratio yet: every sample is refined once
             ok = torch.zeros_like(ok)
         attr[todo], delta[todo], change[todo], converged[todo] = a_cur, d, c, ok
