@@ -141,8 +141,9 @@ def report(cache: Path | None, samples: int = 8, reference: int = 2047, steps: t
 
 def smallest_accurate(model: nn.Module, x: Tensor, target: Tensor | None, ref: Tensor, gap: Tensor,
                       step: int = 8, most: int = 512) -> int | None:
-    """The smallest Gauss-Legendre step count (a multiple of ``step``) at which Captum is accurate on every sample."""
-    for steps in range(step, most + 1, step):
+    """The smallest Gauss-Legendre step count (1, 2, 4, then multiples of ``step``) at which Captum is accurate on
+    every sample."""
+    for steps in [1, 2, 4, *range(step, most + 1, step)]:
         attr, delta = CaptumIG(model).attribute(x, target=target, n_steps=steps, internal_batch_size=256,
                                                 return_convergence_delta=True)
         if accuracy(attr.detach(), delta.detach(), ref, gap)[2]:
@@ -151,9 +152,10 @@ def smallest_accurate(model: nn.Module, x: Tensor, target: Tensor | None, ref: T
 
 
 def random_init_report(reference: int = 4095) -> list[str]:
-    """Random-init ReLU networks: the default's evaluations against Captum's smallest accurate step count (search in
-    steps of 8), same criteria as :func:`report`."""
-    from torchvision.models import mobilenet_v3_small, vgg11_bn
+    """Random-init ReLU networks: the default's evaluations against Captum's smallest accurate step count (1, 2, 4,
+    then steps of 8), same criteria as :func:`report`. vgg11_bn and resnet18 at their initialisation have no biases
+    before the classifier, so from the zero baseline their gradient is constant along the path (1 point is exact)."""
+    from torchvision.models import mobilenet_v3_small, resnet18, vgg11_bn
 
     from cerebro.targets import RegressionTarget
 
@@ -164,7 +166,7 @@ def random_init_report(reference: int = 4095) -> list[str]:
             mlp = nn.Sequential(nn.Linear(32, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 1))
             x = torch.randn(16, 32, generator=torch.Generator().manual_seed(11)) * scale
             cases.append((f"ReLU MLP 32-256-256-1, seed {seed}, inputs x{scale:g} (16)", mlp, x, False))
-    for name, build in (("mobilenet_v3_small", mobilenet_v3_small), ("vgg11_bn", vgg11_bn)):
+    for name, build in (("mobilenet_v3_small", mobilenet_v3_small), ("vgg11_bn", vgg11_bn), ("resnet18", resnet18)):
         torch.manual_seed(0)
         cases.append((f"torchvision {name}, random init, 3 x 32 x 32 (8)", build(num_classes=10),
                       torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(3)), True))

@@ -57,11 +57,11 @@ def test_points_go_where_the_units_switch_and_the_map_is_exact() -> None:
     refinements = alphas[4 * (7 + 9):]
     assert refinements.numel() > 0 and bool((refinements < 0.25).all()), refinements
     model.alphas.clear()
-    integrated.ROUGH_LEVELS, before = 0, integrated.ROUGH_LEVELS
+    integrated.ROUGH_POINTS, before = 0, integrated.ROUGH_POINTS
     try:
         smoothed = integrated_gradients(fwd, x, base, None, None, "nested", _policy())
     finally:
-        integrated.ROUGH_LEVELS = before
+        integrated.ROUGH_POINTS = before
     assert res.evaluations < 0.7 * smoothed.evaluations, (res.evaluations, smoothed.evaluations)
 
 
@@ -79,7 +79,7 @@ def test_relu_mlp_within_the_bound_at_lower_cost(scale: float, monkeypatch) -> N
     err = (res.attributions - ref.attributions).norm(dim=1) / ref.attributions.norm(dim=1)
     assert float(err.max()) <= 0.02 and float((res.delta.abs() / res.gap.abs()).max()) <= 0.01
     assert int(res.steps.sum()) == res.evaluations
-    monkeypatch.setattr(integrated, "ROUGH_LEVELS", 0)  # the smoothed rule alone
+    monkeypatch.setattr(integrated, "ROUGH_POINTS", 0)  # the smoothed rule alone
     smoothed = integrated_gradients(fwd, x, base, None, None, "nested", _policy())
     assert res.evaluations < smoothed.evaluations, (res.evaluations, smoothed.evaluations)
 

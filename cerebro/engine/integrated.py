@@ -15,7 +15,7 @@ Two families of rules integrate the path of Sundararajan et al. (2017):
   ``map_tolerance`` (relative L2): the change from the previous level, scaled by the observed convergence ratio
   (:func:`map_error`). Completeness alone is not enough: on piecewise-linear networks (ReLU) it is not monotone in
   the point count (cancellation), while the map's error falls steadily. A sample that has not converged at the first
-  ``ROUGH_LEVELS`` levels and whose map converges at first order (a rough path) is handed to the panel-adaptive
+  levels (up to ``ROUGH_POINTS``) and whose map converges at first order (a rough path) is handed to the panel-adaptive
   trapezoid of :mod:`cerebro.engine.panels`, which puts the points where the map still moves.
 
 The points of all samples in a block are cut into chunks sized by :class:`~cerebro.engine.chunking.ChunkPolicy`
@@ -48,12 +48,20 @@ __all__ = ["IGResult", "check_steps", "integrated_gradients", "path_sums", "poin
 START_STEPS = 16
 #: The nested rule's name (``method``).
 NESTED = "nested"
-#: First level of the adaptive nested rule: ``2**3 - 1 = 7`` points (its 3-point sub-level is the first estimate).
-NESTED_START_LEVEL = 3
+#: First level of the adaptive nested rule: ``2**2 - 1 = 3`` points (its 1-point sub-level is the first estimate).
+NESTED_START_LEVEL = 2
+#: The convergence ratio assumed where none has been observed yet (the first level): slow, so the estimate is
+#: ``rho / (1 - rho) = 9`` times the change. A sample stops at 3 points only where its map barely moved.
+RHO_UNKNOWN = 0.9
+#: Largest convergence ratio trusted as geometric (the remainder ``change * rho / (1 - rho)``): third order or faster,
+#: which no path with kinks (second order, ``rho -> 1/4``) or jumps (first order, ``1/2``) reaches; smooth models
+#: show 0.03-0.11 at 7 points. A ReLU sample whose ratio came out 0.22 by chance stopped 3.3% off (was 1/4).
+FAST_RATIO = 0.125
 #: Default bound on the estimated relative L2 error of a sample's map (:func:`map_error`).
 MAP_TOLERANCE = 0.02
-#: The adaptive nested rule hands rough samples to :mod:`cerebro.engine.panels` at its first this many levels.
-ROUGH_LEVELS = 2
+#: The adaptive nested rule hands rough samples to :mod:`cerebro.engine.panels` at its levels of at most this many
+#: points that have a convergence ratio (7 and 15).
+ROUGH_POINTS = 15
 
 
 @dataclass
@@ -177,21 +185,22 @@ def _relative_change(attr: Tensor, prev: Tensor) -> Tensor:
 
 def map_error(change: Tensor, prev_change: Tensor | None, jump_share: Tensor | None = None) -> Tensor:
     """Estimated relative L2 error of a level's map from its change since the previous level and the observed
-    convergence ratio ``rho = change / prev_change``. Where the rule converges fast (``rho <= 1/4``: smooth
+    convergence ratio ``rho = change / prev_change``. Where the rule converges fast (``rho <= FAST_RATIO``: smooth
     integrands, high order), the remaining error of a geometric sequence, ``change * rho / (1 - rho)``; else at least
     the change itself (``change * max(1, rho / (1 - rho))``): on piecewise-linear networks (ReLU) the integrand
     jumps, the error falls only about as fast as the step, and its sign varies, so a ratio measured from two changes
-    is no bound and the change is the honest estimate.
+    is no bound and the change is the honest estimate. Without a ratio (``prev_change=None``: the first level) a
+    slow one is assumed (:data:`RHO_UNKNOWN`: 9 times the change).
 
     ``jump_share`` (the trapezoid of :mod:`cerebro.engine.panels`, whose integrand is piecewise constant): per
     sample, the share of the change that estimates the error there (:func:`cerebro.engine.panels.jump_share`, at
-    most 1), used instead of the ``rho`` factor where ``rho > 1/4``."""
-    if prev_change is None:
-        return change
-    rho = torch.where(prev_change > 0, change / prev_change.clamp_min(1e-30), torch.full_like(change, 0.9))
-    rho = rho.clamp(max=0.9)
+    most 1), used instead of the ``rho`` factor where ``rho > FAST_RATIO``."""
+    if prev_change is None:  # no ratio observed yet: a slow one is assumed
+        prev_change = change / RHO_UNKNOWN
+    rho = torch.where(prev_change > 0, change / prev_change.clamp_min(1e-30), torch.full_like(change, RHO_UNKNOWN))
+    rho = rho.clamp(max=RHO_UNKNOWN)
     rough = change * torch.clamp(rho / (1 - rho), min=1.0) if jump_share is None else change * jump_share
-    return torch.where(rho <= 0.25, change * rho / (1 - rho), rough)
+    return torch.where(rho <= FAST_RATIO, change * rho / (1 - rho), rough)
 
 
 def _converged(attr: Tensor, prev: Tensor | None, gap: Tensor, tolerance: float, map_tolerance: float,
@@ -237,7 +246,9 @@ def _nested(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Tens
     w_mid = torch.where(j == (n + 1) // 2, torch.ones_like(t), torch.zeros_like(t))  # the 1-point level, t = 1/2
     g_cur, g_prev, g_mid = path_sums(forward, x, base, index, _phi(t), torch.stack([w_cur, w_prev, w_mid]), policy,
                                      dtype, plan)
-    prev_change = _relative_change(g_prev * diff, g_mid * diff)  # the sub-level's own change: the first ratio
+    # the first ratio: the sub-level's own change from the 1-point level, where the first level has 7 points or more;
+    # at 3 points there is none, and map_error assumes a slow one (RHO_UNKNOWN)
+    prev_change = _relative_change(g_prev * diff, g_mid * diff) if n >= 7 else None
     todo = torch.arange(s, device=x.device)
     evaluations = s * n
     for level, n in enumerate(levels):
@@ -253,8 +264,8 @@ def _nested(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Tens
         if bool(ok.all()) or level == len(levels) - 1:
             break
         keep = ~ok
-        if level < ROUGH_LEVELS and n + 2 * panels.PANELS + 1 <= max_steps:  # rough: refine where the map moves
-            rough = keep & (c >= panels.ROUGH_RATIO * prev_change)
+        if prev_change is not None and n <= ROUGH_POINTS and n + 2 * panels.PANELS + 1 <= max_steps:
+            rough = keep & (c >= panels.ROUGH_RATIO * prev_change)  # rough: refine where the map moves
             rough_idx = todo[rough]
             for start in range(0, rough_idx.numel(), panels.GROUP):  # groups bound the panels' state (9 maps each)
                 sel = rough_idx[start:start + panels.GROUP]

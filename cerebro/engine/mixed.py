@@ -31,12 +31,14 @@ from cerebro.engine.integrated import (IGResult, _converged, _dphi, _nested, _ph
                                        path_sums)
 from cerebro.engine.precision import PrecisionPlan
 
-__all__ = ["nested_mixed", "FLOOR_MARGIN", "AB_SAMPLES"]
+__all__ = ["nested_mixed", "FLOOR_MARGIN", "AB_SAMPLES", "REDUCED_START_LEVEL"]
 
 #: A sample refines in reduced precision only while its error is this many times its rounding floor.
 FLOOR_MARGIN = 4.0
 #: Samples run in each precision on the first block to measure the speed per point.
 AB_SAMPLES = 4
+#: First nested level of the reduced scheme (7 points), above float32's 3-point level.
+REDUCED_START_LEVEL = 3
 
 
 def _take(index: object, sel: Tensor) -> object:
@@ -113,7 +115,9 @@ def _reduced(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: obj
     seconds0 = sum(plan.seconds.values())
     s = x.shape[0]
     adaptive = n_steps is None
-    levels = nested_levels(max_steps, start_level) if adaptive else [n_steps]
+    # at least the 7-point level: its 3- and 1-point sub-levels give the first ratio, and a 3-point stop would weigh
+    # a change of the size of the rounding floor
+    levels = nested_levels(max_steps, max(start_level, REDUCED_START_LEVEL)) if adaptive else [n_steps]
     diff = (x - base).to(torch.promote_types(x.dtype, torch.float32))
     n = levels[0]
     j = torch.arange(1, n + 1, dtype=torch.float64)
