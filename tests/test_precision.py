@@ -161,6 +161,51 @@ def test_auto_falls_back_when_fallbacks_eat_the_gain(monkeypatch) -> None:
     assert plan.samples["fp32"] >= 64  # the later blocks ran in float32
 
 
+def test_auto_counts_3_float32_points_where_the_gradient_is_constant(monkeypatch) -> None:
+    """A bias-free ReLU CNN from a zero baseline: its gradient is the same all along the path, so float32 stops every
+    sample at 3 points. The reduced scheme cannot: its change from 1 to 3 points is bf16's rounding (below the floor
+    its control variate measures), so it goes on to 7 points plus a float32 one, 3.3 float32 points' worth at bf16
+    3x faster per point. Its cost is counted against the 3 points float32 needs there (not the 7 it reached), and
+    auto drops it after the first block: the run costs what float32 costs, to a few %."""
+    _fake_bf16_hardware(monkeypatch)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, bias=False),
+                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 1, bias=False)).eval()
+    fwd = ScalarForward(model, RegressionTarget())
+    x = torch.randn(96, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    base = torch.zeros_like(x)
+    fp32 = integrated_gradients(fwd, x, base, None, None, "nested", _policy(), tolerance=TOL)
+    assert fp32.steps.tolist() == [3] * 96
+    plan = Clocked("auto", {"fp32": 1.0, "bf16": 1 / 3})
+    for sl in (slice(0, 32), slice(32, 64), slice(64, 96)):  # blocks, as the diagnostic runs them
+        res = integrated_gradients(fwd, x[sl], base[sl], None, None, "nested", _policy(), tolerance=TOL, plan=plan)
+        assert int((_rel(res) > TOL).sum()) == 0
+    assert not plan.active and "stopped paying" in plan.reason, plan.reason
+    assert plan.samples["fp32"] >= 64 and plan.total() <= 1.1 * fp32.evaluations, (plan.samples, plan.total())
+
+
+def test_reduced_cost_is_counted_against_the_points_float32_needs() -> None:
+    """braindecode EEGNeX at random init on N(0, 1) windows (the issue's set B) is near-linear along the path: float32
+    stops every window at 3 points. In bf16 the change from 1 to 3 points is rounding (below the floor the control
+    variate measures), so windows stop at 7 bf16 points or finish in float32; the plan's account counts the 3 points
+    float32 needs for each (not the 7 bf16 reached), so ``auto`` weighs bf16 against what float32 really costs."""
+    from tests.zoo.models import build_braindecode, use_torchaudio_standin
+
+    use_torchaudio_standin()  # braindecode imports torchaudio, which has no release for this torch (tests only)
+    pytest.importorskip("braindecode")
+    model = build_braindecode("EEGNeX")
+    fwd = ScalarForward(model, RegressionTarget())
+    x = torch.randn(8, 129, 200, generator=torch.Generator().manual_seed(1))
+    base = torch.zeros_like(x)
+    fp32 = integrated_gradients(fwd, x, base, None, None, "nested", _policy(), tolerance=TOL)
+    assert fp32.steps.tolist() == [3] * 8
+    plan = PrecisionPlan("bf16", CPU)
+    res = integrated_gradients(fwd, x, base, None, None, "nested", _policy(), tolerance=TOL, plan=plan)
+    assert int((_rel(res) > TOL).sum()) == 0
+    assert plan.samples["reduced"] >= 1 and int(res.steps.max()) == 7  # some windows stopped at 7 bf16 points
+    assert plan.fp32_equivalent_points == fp32.evaluations == 24
+
+
 def test_precision_decision_in_summary_and_deprecated_autocast(tmp_path) -> None:
     fwd, x, _ = _case(2, n=6)
     model = fwd.model

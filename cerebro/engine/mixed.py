@@ -10,13 +10,16 @@ does not converge by adding bf16 points. The scheme here, per sample:
    ``||corr * (x - b)|| / ||map||`` measure that sample's rounding floor.
 2. A sample stops when its completeness error and its map change meet the float32 criteria, and its map rounding
    floor is within ``precision_tolerance``. It refines in reduced precision only while its error is still falling
-   (at least halved since the previous level) and well above its rounding floor.
+   (at least halved since the previous level) and well above its rounding floor; from the 3-point level, too coarse
+   to tell, every sample goes on to 7.
 3. Every other sample is finished in float32 from scratch by the float32 rule, so it ends exactly as a float32 run
    would: converged, or flagged with the same delta.
 
 :class:`~cerebro.engine.precision.PrecisionPlan` times every pass; the first block also runs a few samples fully in
 float32 beside a few in the reduced scheme (both real work) to measure the speed per point, and the plan drops reduced
-precision for the rest of the run as soon as it stops paying.
+precision for the rest of the run as soon as it stops paying: its cost, control variates and fall-backs included,
+against the float32 points its samples would have needed (3 where the 1-to-3-point change was within the rounding
+floor: a gradient constant along the path, on which float32 stops at 3).
 """
 
 from __future__ import annotations
@@ -31,14 +34,12 @@ from cerebro.engine.integrated import (IGResult, _converged, _dphi, _nested, _ph
                                        path_sums)
 from cerebro.engine.precision import PrecisionPlan
 
-__all__ = ["nested_mixed", "FLOOR_MARGIN", "AB_SAMPLES", "REDUCED_START_LEVEL"]
+__all__ = ["nested_mixed", "FLOOR_MARGIN", "AB_SAMPLES"]
 
 #: A sample refines in reduced precision only while its error is this many times its rounding floor.
 FLOOR_MARGIN = 4.0
 #: Samples run in each precision on the first block to measure the speed per point.
 AB_SAMPLES = 4
-#: First nested level of the reduced scheme (7 points), above float32's 3-point level.
-REDUCED_START_LEVEL = 3
 
 
 def _take(index: object, sel: Tensor) -> object:
@@ -99,6 +100,9 @@ def nested_mixed(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index:
     res_b = reduced(b)
     tr = (plan.seconds[name] - before[0]) / max(plan.points[name] - before[1], 1)
     plan.judge_speed(t32, tr)
+    # float32's speed is known now: the side-by-side samples' whole cost (control variates and float32 fall-backs
+    # included) is judged before the rest of the block runs reduced
+    plan.account(0.0, 0)
     parts = [(a, res_a), (b, res_b)]
     if rest.numel():
         parts.append((rest, reduced(rest) if plan.dtype is not None else fp32(rest)))
@@ -115,9 +119,7 @@ def _reduced(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: obj
     seconds0 = sum(plan.seconds.values())
     s = x.shape[0]
     adaptive = n_steps is None
-    # at least the 7-point level: its 3- and 1-point sub-levels give the first ratio, and a 3-point stop would weigh
-    # a change of the size of the rounding floor
-    levels = nested_levels(max_steps, max(start_level, REDUCED_START_LEVEL)) if adaptive else [n_steps]
+    levels = nested_levels(max_steps, start_level) if adaptive else [n_steps]
     diff = (x - base).to(torch.promote_types(x.dtype, torch.float32))
     n = levels[0]
     j = torch.arange(1, n + 1, dtype=torch.float64)
@@ -135,8 +137,9 @@ def _reduced(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: obj
     g_cur = sums[0]
     g_prev = sums[2] if adaptive else None
     c = corr * diff
-    # the first ratio of the map-error estimate: the sub-level's change from the 1-point level (float32 there)
-    prev_change = None if g_prev is None else _relative_change((g_prev + corr) * diff, g_mid32 * diff)
+    # the first ratio of the map-error estimate: the sub-level's change from the 1-point level (float32 there), where
+    # the first level has 7 points or more; at 3 there is none (map_error assumes a slow one), as in float32
+    prev_change = _relative_change((g_prev + corr) * diff, g_mid32 * diff) if g_prev is not None and n >= 7 else None
     flat_c = c.reshape(s, -1)
     comp_floor = flat_c.sum(dim=1).abs() / gap.abs().clamp_min(1e-12)
     attr = torch.zeros_like(diff)
@@ -144,6 +147,10 @@ def _reduced(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: obj
     change = torch.full_like(gap, float("nan"))
     steps = torch.zeros(s, dtype=torch.long, device=x.device)
     done = torch.zeros(s, dtype=torch.bool, device=x.device)
+    # samples whose change from 1 to 3 points was within the rounding floor (EEGNeX at random init: 0.25% against a
+    # floor of 0.6%; smooth trained models: 1.6-25 times the floor): float32 would have stopped them at 3 (a gradient
+    # constant along the path), whatever level the reduced scheme reached; the cost accounting counts 3
+    first_at_floor = torch.zeros(s, dtype=torch.bool, device=x.device)
     todo = torch.arange(s, device=x.device)
     prev_delta = None
     for level, n in enumerate(levels):
@@ -165,15 +172,21 @@ def _reduced(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: obj
         above_floor = rel > FLOOR_MARGIN * comp_floor[todo]
         falling = torch.ones_like(ok) if prev_delta is None else d.abs() <= 0.5 * prev_delta.abs()
         moving = torch.nan_to_num(ch, nan=float("inf")) > FLOOR_MARGIN * map_floor
-        go_on = ~ok & (map_floor <= precision_tolerance) & above_floor & falling & moving
+        # the 3-point level is too coarse to tell the rounding floor: its completeness cancels by chance, and a
+        # smooth path's change from 1 to 3 points can be as small as a few times the floor; such samples go on to 7
+        coarse = n < 7
+        if coarse:
+            first_at_floor[todo] = ch <= map_floor
+        go_on = ~ok & (map_floor <= precision_tolerance) & (coarse | (above_floor & falling & moving))
         if level == len(levels) - 1 or not bool(go_on.any()):
             break
-        todo, g_cur, prev_delta, prev_change = todo[go_on], g_cur[go_on], d[go_on], ch[go_on]
+        prev_delta = None if coarse else d[go_on]
+        todo, g_cur, prev_change = todo[go_on], g_cur[go_on], ch[go_on]
         g_prev = g_prev[go_on] if g_prev is not None else None
     converged = done.clone()
     fell = (~done).nonzero().flatten()
     plan.samples["reduced"] += int(done.sum())
-    equivalent = int(steps[done].sum())
+    equivalent = int(torch.where(first_at_floor, torch.full_like(steps, levels[0]), steps)[done].sum())
     if fell.numel():  # finished in float32 from scratch: they end exactly as a float32 run would
         res = _nested(forward, x[fell], base[fell], _take(index, fell), gap[fell], n_steps, policy(None), tolerance,
                       map_tolerance, max_steps, start_level, None, plan=plan)
