@@ -9,7 +9,7 @@ the smallest accurate one is what a user who knew the answer would pick. cerebro
 
     python scripts/bench_relu_equal_accuracy.py             # about 5 minutes on 2 CPU cores (training included)
     python scripts/bench_relu_equal_accuracy.py --cache /tmp/benchcache   # keep the trained weights
-    python scripts/bench_relu_equal_accuracy.py --random-init   # also random-init MLPs, mobilenet, vgg (+10-15 min)
+    python scripts/bench_relu_equal_accuracy.py --random-init   # also random-init MLPs, mobilenet, vgg, resnet18 (+10-15 min)
 """
 
 from __future__ import annotations
