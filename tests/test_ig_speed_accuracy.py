@@ -18,7 +18,7 @@ from cerebro.engine.chunking import ChunkPolicy
 from cerebro.engine.integrated import integrated_gradients, nested_levels, nested_rule
 from cerebro.engine.ranks import mean_abs_spearman
 from cerebro.targets import ClassificationTarget, RegressionTarget, ScalarForward
-from tests.autopsy_helpers import autopsy, load_array, loader
+from tests.autopsy_helpers import autopsy, load_array
 
 CPU = torch.device("cpu")
 
