@@ -199,7 +199,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats (median)")
     ap.add_argument("--cache", type=Path, default=None, help="folder keeping the trained weights between runs")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--random-init", action="store_true", help="also the random-init MLP, mobilenet and vgg table")
+    ap.add_argument("--random-init", action="store_true", help="also the random-init MLP, mobilenet, vgg and resnet18 table")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

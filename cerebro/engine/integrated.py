@@ -243,12 +243,12 @@ def _nested(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Tens
     t = j / (n + 1)
     w_cur = _dphi(t) / (n + 1)
     w_prev = torch.where(j % 2 == 0, _dphi(t) / ((n + 1) / 2), torch.zeros_like(t))
-    w_mid = torch.where(j == (n + 1) // 2, torch.ones_like(t), torch.zeros_like(t))  # the 1-point level, t = 1/2
-    g_cur, g_prev, g_mid = path_sums(forward, x, base, index, _phi(t), torch.stack([w_cur, w_prev, w_mid]), policy,
-                                     dtype, plan)
-    # the first ratio: the sub-level's own change from the 1-point level, where the first level has 7 points or more;
-    # at 3 points there is none, and map_error assumes a slow one (RHO_UNKNOWN)
-    prev_change = _relative_change(g_prev * diff, g_mid * diff) if n >= 7 else None
+    rows = [w_cur, w_prev]
+    if n >= 7:  # the 1-point level, t = 1/2: its change to the sub-level is the first ratio
+        rows.append(torch.where(j == (n + 1) // 2, torch.ones_like(t), torch.zeros_like(t)))
+    g_cur, g_prev, *g_mid = path_sums(forward, x, base, index, _phi(t), torch.stack(rows), policy, dtype, plan)
+    # at 3 points (the 1-point level is the sub-level itself) there is no ratio: map_error assumes a slow one
+    prev_change = _relative_change(g_prev * diff, g_mid[0] * diff) if g_mid else None
     todo = torch.arange(s, device=x.device)
     evaluations = s * n
     for level, n in enumerate(levels):
