@@ -106,6 +106,72 @@ def test_fp16_needs_fewer_fallbacks_than_bf16() -> None:
     assert plans["fp16"].samples["fell_back"] < plans["bf16"].samples["fell_back"]
 
 
+def _eegnex() -> ScalarForward:
+    from tests.zoo.models import build_braindecode, use_torchaudio_standin
+
+    use_torchaudio_standin()  # braindecode imports torchaudio, which has no release for this torch (tests only)
+    pytest.importorskip("braindecode")
+    return ScalarForward(build_braindecode("EEGNeX"), RegressionTarget())
+
+
+def test_fp16_gradients_are_loss_scaled_where_unscaled_ones_underflow() -> None:
+    """EEGNeX's input gradients on 129 x 200 windows are about 2e-6: below fp16's normal range (6e-5), where it keeps
+    few bits. Unscaled, fp16 moved them by 6.6% (relative L2); with the loss scale by 0.2%, under bf16's 0.6%."""
+    from cerebro.engine.integrated import point_gradients
+    from cerebro.engine.precision import LossScale
+
+    fwd = _eegnex()
+    x = torch.randn(4, 129, 200, generator=torch.Generator().manual_seed(1))
+    i, alpha = torch.arange(4), torch.full((4,), 0.5)
+
+    def rel(dtype: torch.dtype | None, scale: LossScale | None = None) -> float:
+        g = point_gradients(fwd, torch.zeros_like(x), x, None, i, alpha, torch.float32, dtype, scale)
+        return float(((g - g32).flatten(1).norm(dim=1) / g32.flatten(1).norm(dim=1)).max())
+
+    g32 = point_gradients(fwd, torch.zeros_like(x), x, None, i, alpha, torch.float32)
+    unscaled = LossScale(torch.float16)
+    unscaled.value = 1.0
+    assert rel(torch.float16, unscaled) > 0.03
+    assert rel(torch.float16) < 0.01 and rel(torch.float16) < rel(torch.bfloat16)
+
+
+def test_fp16_mixed_scheme_finishes_eegnex_in_fp16() -> None:
+    """EEGNeX at random init (float32 stops every window at 3 points): with the loss scale most windows finish in
+    fp16 at 3 points plus one float32 control variate, within 2% of float32's maps; unscaled, every window fell back
+    to float32 (its 1-to-3-point change was 2.9%, the underflow)."""
+    fwd = _eegnex()
+    x = torch.randn(8, 129, 200, generator=torch.Generator().manual_seed(1))
+    base = torch.zeros_like(x)
+    fp32 = integrated_gradients(fwd, x, base, None, None, "nested", _policy(), tolerance=TOL)
+    plan = PrecisionPlan("fp16", CPU)
+    res = integrated_gradients(fwd, x, base, None, None, "nested", _policy(), tolerance=TOL, plan=plan)
+    assert int((_rel(res) > TOL).sum()) == 0
+    assert plan.samples["reduced"] >= 4, plan.samples
+    err = (res.attributions - fp32.attributions).flatten(1).norm(dim=1) / fp32.attributions.flatten(1).norm(dim=1)
+    assert float(err.max()) < 0.02
+    assert plan.as_dict()["fp16_loss_scale"] == plan.loss_scale.value >= 2.0**8
+
+
+def test_an_overflowing_fp16_pass_is_redone_at_a_lower_scale() -> None:
+    from cerebro.engine.integrated import point_gradients
+    from cerebro.engine.precision import LossScale
+
+    model = nn.Linear(64, 1)
+    with torch.no_grad():
+        model.weight.fill_(10.0)  # gradient 10 per input: 10 * 2**14 overflows fp16 (65504)
+    x = torch.randn(4, 64)
+    scale = LossScale(torch.float16)
+    g = point_gradients(model, torch.zeros_like(x), x, None, torch.arange(4), torch.full((4,), 0.5), torch.float32,
+                        torch.float16, scale)
+    assert scale.retries == 1 and scale.value == 2.0**10
+    assert torch.equal(g, torch.full_like(g, 10.0))
+    with torch.no_grad():
+        model.weight.fill_(1e5)  # the forward itself overflows in fp16: no scale helps, no retry loop
+    g = point_gradients(model, torch.zeros_like(x), x, None, torch.arange(4), torch.full((4,), 0.5), torch.float32,
+                        torch.float16, scale)
+    assert scale.retries == 1 and not bool(torch.isfinite(g).all())
+
+
 def test_a_sample_that_misses_everywhere_ends_exactly_as_in_fp32() -> None:
     fwd, x, base = _case(3, n=16)
     x = x * 3  # longer paths: at 7 points (max_steps) completeness misses 1e-4 on most samples, in float32 too
@@ -189,12 +255,7 @@ def test_reduced_cost_is_counted_against_the_points_float32_needs() -> None:
     stops every window at 3 points. In bf16 the change from 1 to 3 points is rounding (below the floor the control
     variate measures), so windows stop at 7 bf16 points or finish in float32; the plan's account counts the 3 points
     float32 needs for each (not the 7 bf16 reached), so ``auto`` weighs bf16 against what float32 really costs."""
-    from tests.zoo.models import build_braindecode, use_torchaudio_standin
-
-    use_torchaudio_standin()  # braindecode imports torchaudio, which has no release for this torch (tests only)
-    pytest.importorskip("braindecode")
-    model = build_braindecode("EEGNeX")
-    fwd = ScalarForward(model, RegressionTarget())
+    fwd = _eegnex()
     x = torch.randn(8, 129, 200, generator=torch.Generator().manual_seed(1))
     base = torch.zeros_like(x)
     fp32 = integrated_gradients(fwd, x, base, None, None, "nested", _policy(), tolerance=TOL)
@@ -254,3 +315,19 @@ def test_captum_methods_decide_on_a_side_by_side_first_chunk(tmp_path, monkeypat
     # every sample within the precision tolerance of float32 (reduced or not)
     err = np.linalg.norm((a - a32).reshape(24, -1), axis=1) / np.linalg.norm(a32.reshape(24, -1), axis=1)
     assert err.max() <= 0.05
+
+
+@pytest.mark.parametrize("name,opts", [("saliency", {}), ("smoothgrad", {"nt_samples": 2, "nt_type": "smoothgrad_sq"}),
+                                       ("gradient_shap", {}), ("input_x_gradient", {})])
+def test_captum_methods_in_fp16_are_loss_scaled(tmp_path, name: str, opts: dict) -> None:
+    """Forced fp16 on EEGNeX: unscaled, every Captum gradient method's maps were 4-7% off float32's and marked ok
+    (the gradients underflow); on the loss-scaled forward function they are within 0.5% (SmoothGrad-squared divides
+    the scale's square)."""
+    fwd = _eegnex()
+    x = torch.randn(4, 129, 200, generator=torch.Generator().manual_seed(1))
+    autopsy(fwd.model, (x,), tmp_path / "fp32", [{name: {**opts, "precision": "fp32"}}])
+    rec = autopsy(fwd.model, (x,), tmp_path / "fp16", [{name: {**opts, "precision": "fp16"}}])["diagnostics"][name]
+    assert rec["status"] == "ok" and rec["metrics"]["precision_decision"]["fp16_loss_scale"] > 1
+    a32, a16 = (np.load(tmp_path / d / "arrays" / name / "attributions.npy") for d in ("fp32", "fp16"))
+    err = np.linalg.norm((a16 - a32).reshape(4, -1), axis=1) / np.linalg.norm(a32.reshape(4, -1), axis=1)
+    assert err.max() < 0.005, err

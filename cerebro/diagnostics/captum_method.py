@@ -9,6 +9,7 @@ attribution diagnostic.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import numpy as np
@@ -49,6 +50,12 @@ class CaptumMethod(AttributionDiagnostic):
 
     def make(self, ctx: AutopsyContext) -> Any:
         return self.method(ctx.forward if self.perturbation else ctx.grad_forward)
+
+    def output_degree(self, state: dict[str, Any]) -> int | None:
+        """Degree of the attributions in the scale of the forward function's output (1: linear, as gradients and
+        IG; 2: squared), which fp16 loss scaling divides out; ``None`` where the method's gradients are not taken
+        through the Captum method's ``forward_func`` (no loss scaling)."""
+        return 1
 
     def inputs(self, ctx: AutopsyContext, sl: slice) -> Tensor:
         """What the method attributes for the samples ``sl``: the inputs, or on token ids (gradient methods)
@@ -101,18 +108,29 @@ class CaptumMethod(AttributionDiagnostic):
         if plan.dtype is not None and not plan.measured:
             return self._side_by_side(ctx, state, sl, plan)
 
-        def run(dtype: torch.dtype | None) -> Tensor:
+        return plan.planned(n, n * self.cost, lambda dtype: self._attribute_at(ctx, state, sl, dtype))
+
+    def _attribute_at(self, ctx: AutopsyContext, state: dict[str, Any], sl: slice, dtype: torch.dtype | None
+                      ) -> Tensor:
+        """:meth:`attribute` autocast to ``dtype``; fp16 with the plan's loss scale on the method's forward function
+        (:class:`~cerebro.engine.precision.LossScale`: fp16 gradients of wide inputs underflow unscaled)."""
+        degree = self.output_degree(state)
+        if dtype != torch.float16 or degree is None:
             with autocast_for(ctx.device, dtype):
                 return self.attribute(ctx, state, sl)
-        return plan.planned(n, n * self.cost, run)
+
+        def run(value: float) -> Tensor:
+            with _scaled_forward(state["method"], value), autocast_for(ctx.device, dtype):
+                return self.attribute(ctx, state, sl)
+        return state["plan"].loss_scale.scaled(run, degree)
 
     def _side_by_side(self, ctx: AutopsyContext, state: dict[str, Any], sl: slice, plan: PrecisionPlan) -> Tensor:
         """The chunk in float32 (kept) and in reduced precision, same seed: speed per point and map distance."""
         n = sl.stop - sl.start
 
         def run(dtype: torch.dtype | None, part: slice = sl) -> Tensor:
-            with seeded(ctx.seed + sl.start), autocast_for(ctx.device, dtype):
-                return self.attribute(ctx, state, part).detach().float()
+            with seeded(ctx.seed + sl.start):
+                return self._attribute_at(ctx, state, part, dtype).detach().float()
         a32, ared, t32, tred = plan.side_by_side(n, n * self.cost, run,
                                                  lambda d: run(d, slice(sl.start, sl.start + 1)))  # warm-up: 1 sample
         flat32, flat = a32.reshape(n, -1), ared.reshape(n, -1)
@@ -163,3 +181,23 @@ class CaptumMethod(AttributionDiagnostic):
         mean_abs = stats.mean_abs()
         out.array("mean_abs_attribution", mean_abs)
         summarize_maps(out, mean_abs, tuple(ctx.samples.input_shape), self.name.replace("_", " "))
+
+
+@contextmanager
+def _scaled_forward(method: Any, value: float) -> Iterator[None]:
+    """Captum ``method`` (and the methods it wraps: NoiseTunnel's, LayerIntegratedGradients' inner IG) computing on
+    ``forward_func(...) * value`` inside the block."""
+    owners = [m for m in (method, getattr(method, "attribution_method", None), getattr(method, "ig", None))
+              if m is not None and hasattr(m, "forward_func")]
+    saved = [m.forward_func for m in owners]
+
+    def scaling(f: Any) -> Any:
+        return lambda *args, **kwargs: f(*args, **kwargs) * value
+
+    try:
+        for m, f in zip(owners, saved):
+            m.forward_func = scaling(f)
+        yield
+    finally:
+        for m, f in zip(owners, saved):
+            m.forward_func = f

@@ -48,6 +48,9 @@ class LayerGradCam(LayerChoice, CaptumMethod):
         return {"name": name, "layer": layer, "method": CaptumLayerGradCam(ctx.forward, layer),
                 "per_call": self.samples_per_call(ctx), "plan": self.plan(ctx), **info}
 
+    def output_degree(self, state: dict[str, Any]) -> int | None:
+        return None if state["layout"] == "tokens" else 1  # token layers take their gradients through ctx.forward
+
     def attribute(self, ctx: AutopsyContext, state: dict[str, Any], sl: slice) -> Tensor:
         if state["layout"] == "tokens":
             a, g = self.token_tensors(ctx, state["layer"], state["name"], ctx.x(sl), ctx.forward_args(sl), state)

@@ -51,6 +51,9 @@ class SmoothGrad(CaptumMethod):
         base = CaptumIG(fwd) if self.options.base == "integrated_gradients" else CaptumSaliency(fwd)
         return NoiseTunnel(base)
 
+    def output_degree(self, state: dict[str, Any]) -> int | None:
+        return 2 if self.options.nt_type in ("smoothgrad_sq", "vargrad") else 1  # squares scale as the square
+
     def start(self, ctx: AutopsyContext, out: Any) -> dict[str, Any]:
         lo, hi = float("inf"), float("-inf")
         for sl in ctx.chunks(256):

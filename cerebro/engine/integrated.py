@@ -38,7 +38,7 @@ from torch import Tensor
 
 from cerebro.engine import panels
 from cerebro.engine.chunking import ChunkPolicy
-from cerebro.engine.precision import PrecisionPlan, autocast_for
+from cerebro.engine.precision import LossScale, PrecisionPlan, autocast_for
 from cerebro.errors import CerebroConfigError
 
 __all__ = ["IGResult", "check_steps", "integrated_gradients", "path_sums", "point_gradients", "nested_rule",
@@ -123,29 +123,37 @@ def nested_levels(max_steps: int, start_level: int = NESTED_START_LEVEL) -> list
 
 
 def point_gradients(forward: Callable[..., Tensor], base: Tensor, diff: Tensor, index: Tensor | None, i: Tensor,
-                    alpha: Tensor, acc_dtype: torch.dtype, dtype: torch.dtype | None = None) -> Tensor:
+                    alpha: Tensor, acc_dtype: torch.dtype, dtype: torch.dtype | None = None,
+                    scale: LossScale | None = None) -> Tensor:
     """``grad f(b_i + alpha (x_i - b_i))`` for the points of samples ``i`` at ``alpha`` (one pass, ``dtype``
-    autocasting the model only), in ``acc_dtype``."""
+    autocasting the model only, fp16 with loss scaling: ``scale``, else a fresh :class:`LossScale`), in
+    ``acc_dtype``."""
     pts = (base[i] + alpha.view(-1, *(1,) * (base.ndim - 1)) * diff[i]).requires_grad_(True)
-    with autocast_for(base.device, dtype):
-        out = forward(pts) if index is None else forward(pts, index[i])
-    (g,) = torch.autograd.grad(out.to(acc_dtype).sum(), pts)
+
+    def output() -> Tensor:
+        with autocast_for(base.device, dtype):
+            out = forward(pts) if index is None else forward(pts, index[i])
+        return out.to(acc_dtype)
+
+    g = (scale if scale is not None and dtype == torch.float16 else LossScale(dtype)).gradient(output, pts)
     return g.to(acc_dtype)
 
 
 def path_sums(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Tensor | None, alphas: Tensor,
               weights: Tensor, policy: ChunkPolicy, dtype: torch.dtype | None = None,
-              plan: PrecisionPlan | None = None) -> Tensor:
+              plan: PrecisionPlan | None = None, scale: LossScale | None = None) -> Tensor:
     """``sum_k W[m, k] * grad f(b + alphas[k] (x - b))`` for every sample: shape ``(M, S, *input)``, float32
     (float64 for float64 inputs).
 
     ``weights`` is ``(M, K)``: several weightings of the same points (e.g. two nested levels) cost one pass.
     Points run sample-major in chunks from ``policy``; ``dtype`` (bf16/fp16) autocasts the model only; ``plan``
-    (a :class:`~cerebro.engine.precision.PrecisionPlan`) times the pass.
+    (a :class:`~cerebro.engine.precision.PrecisionPlan`) times the pass and keeps its fp16 loss scale across passes.
     """
     if plan is not None:
         return plan.timed(dtype, x.shape[0] * int(alphas.numel()),
-                          lambda: path_sums(forward, x, base, index, alphas, weights, policy, dtype))
+                          lambda: path_sums(forward, x, base, index, alphas, weights, policy, dtype,
+                                            scale=plan.loss_scale))
+    scale = scale if scale is not None else LossScale(dtype)  # one per pass: an overflow is retried once per pass
     n_steps = int(alphas.numel())
     acc_dtype = torch.promote_types(x.dtype, torch.float32)  # float64 inputs accumulate in float64
     w = weights.to(device=x.device, dtype=acc_dtype)
@@ -160,7 +168,7 @@ def path_sums(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Te
         def one(size: int, start: int = done) -> None:
             p = torch.arange(start, start + size, device=x.device)
             i, k = p // n_steps, p % n_steps  # sample-major: a chunk touches few samples
-            g = point_gradients(forward, base, diff, index, i, a[k], acc_dtype, dtype)
+            g = point_gradients(forward, base, diff, index, i, a[k], acc_dtype, dtype, scale)
             for m in range(w.shape[0]):
                 acc[m].index_add_(0, i, g * w[m, k].view(-1, *tail))
 
