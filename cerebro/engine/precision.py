@@ -232,16 +232,18 @@ class PrecisionPlan:
             self.reason = (f"{self.reason}: {self.measured_speedup:.2f}x faster per point, {measure} within "
                            f"{map_error:.3g} of float32 on the first chunk")
 
-    def account(self, reduced_seconds: float, fp32_equivalent_points: int) -> None:
+    def account(self, reduced_seconds: float, fp32_equivalent_points: int, limit: float = PAYING) -> None:
         """Add one block's cost of the reduced scheme and the float32 points its samples would have needed; ``auto``
-        falls back to float32 for the rest of the run once the scheme's measured cost stops paying."""
+        falls back to float32 for the rest of the run once the scheme's measured cost stops paying (exceeds ``limit``
+        times float32's: :data:`PAYING`, or 1 on the first block's few side-by-side samples, where one fall-back more
+        or less moves the ratio by a third)."""
         self.reduced_seconds += reduced_seconds
         self.fp32_equivalent_points += fp32_equivalent_points
         t32 = self.fp32_per_point
         if self.requested != "auto" or not self.active or t32 is None or not self.fp32_equivalent_points:
             return
         ratio = self.reduced_seconds / (t32 * self.fp32_equivalent_points)
-        if ratio > PAYING:
+        if ratio > limit:
             self.active = False
             self.reason = (f"{self.reason}; {self.candidate} stopped paying: its samples cost {ratio:.2f}x what "
                            f"float32 would have (control variates and float32 fall-backs included): float32 for "
