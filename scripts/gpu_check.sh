@@ -11,7 +11,8 @@ LOG=${OUT:-.}/gpu_check.log
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || true
   "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0), 'bf16', torch.cuda.is_bf16_supported())"
   echo "== CUDA tests"
-  timeout 300 "$PY" -m pytest -q -p no:cacheprovider -k cuda tests/test_ig_speed_accuracy.py tests/test_engine.py
+  timeout 300 "$PY" -m pytest -q -p no:cacheprovider -k cuda tests/test_ig_speed_accuracy.py tests/test_engine.py \
+    tests/test_precision.py
   echo "== benchmark --device cuda"
   if [ -n "${QUICK:-}" ]; then ARGS=(--quick); else ARGS=(--samples 32 --repeats 3); fi
   timeout 420 "$PY" scripts/bench_accuracy_speed.py --device cuda "${ARGS[@]}"
