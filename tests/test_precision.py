@@ -228,6 +228,29 @@ def test_auto_falls_back_when_fallbacks_eat_the_gain(monkeypatch) -> None:
     assert plan.samples["fp32"] >= 64  # the later blocks ran in float32
 
 
+def _bias_free_cnn() -> ScalarForward:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, bias=False),
+                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 1, bias=False)).eval()
+    return ScalarForward(model, RegressionTarget())
+
+
+def test_a_fall_back_reuses_the_float32_middle_point() -> None:
+    """Bias-free ReLU CNN in bf16: its 1-to-3-point change is bf16's rounding flipping ReLU masks (0.5-4%), so every
+    sample is finished in float32. That float32 run shares its middle point with the control variate already
+    computed: the float32 work is exactly what float32 alone spends (24 points for 8 samples, was 32), same maps."""
+    fwd = _bias_free_cnn()
+    x = torch.randn(8, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    base = torch.zeros_like(x)
+    fp32 = integrated_gradients(fwd, x, base, None, None, "nested", _policy(), tolerance=TOL)
+    plan = PrecisionPlan("bf16", CPU)
+    res = integrated_gradients(fwd, x, base, None, None, "nested", _policy(), tolerance=TOL, plan=plan)
+    assert plan.samples["fell_back"] == 8 and fp32.evaluations == 24
+    assert plan.points["fp32"] == 24 and res.evaluations == plan.points["fp32"] + plan.points["bf16"]
+    torch.testing.assert_close(res.attributions, fp32.attributions, rtol=1e-5, atol=1e-7)
+    assert torch.equal(res.steps, fp32.steps)
+
+
 def test_auto_counts_3_float32_points_where_the_gradient_is_constant(monkeypatch) -> None:
     """A bias-free ReLU CNN from a zero baseline: its gradient is the same all along the path, so float32 stops every
     sample at 3 points. The reduced scheme cannot: its change from 1 to 3 points is bf16's rounding (below the floor
@@ -235,10 +258,7 @@ def test_auto_counts_3_float32_points_where_the_gradient_is_constant(monkeypatch
     3x faster per point. Its cost is counted against the 3 points float32 needs there (not the 7 it reached), and
     auto drops it after the first block: the run costs what float32 costs, to a few %."""
     _fake_bf16_hardware(monkeypatch)
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, bias=False),
-                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 1, bias=False)).eval()
-    fwd = ScalarForward(model, RegressionTarget())
+    fwd = _bias_free_cnn()
     x = torch.randn(96, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     base = torch.zeros_like(x)
     fp32 = integrated_gradients(fwd, x, base, None, None, "nested", _policy(), tolerance=TOL)

@@ -226,10 +226,13 @@ def _converged(attr: Tensor, prev: Tensor | None, gap: Tensor, tolerance: float,
 
 def _nested(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Tensor | None, gap: Tensor,
             n_steps: int | None, policy: ChunkPolicy, tolerance: float, map_tolerance: float, max_steps: int,
-            start_level: int, dtype: torch.dtype | None = None, plan: PrecisionPlan | None = None) -> IGResult:
+            start_level: int, dtype: torch.dtype | None = None, plan: PrecisionPlan | None = None,
+            mid: Tensor | None = None) -> IGResult:
     """The nested rule: a fixed point count, or adaptive levels that only evaluate the new points. ``dtype``
     autocasts every pass as it is (no correction: :mod:`cerebro.engine.mixed` runs reduced precision that converges);
-    ``plan`` times the passes."""
+    ``plan`` times the passes. ``mid``: the gradients at the middle of the path (``t = 1/2``, a point of every
+    adaptive first level), already computed in this precision (the mixed scheme's float32 control variate): not
+    evaluated again."""
     diff = (x - base).to(torch.promote_types(x.dtype, torch.float32))
     if n_steps is not None:  # fixed point count (nested across doublings of n_steps + 1)
         w, a = nested_rule(n_steps)
@@ -254,11 +257,19 @@ def _nested(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Tens
     rows = [w_cur, w_prev]
     if n >= 7:  # the 1-point level, t = 1/2: its change to the sub-level is the first ratio
         rows.append(torch.where(j == (n + 1) // 2, torch.ones_like(t), torch.zeros_like(t)))
-    g_cur, g_prev, *g_mid = path_sums(forward, x, base, index, _phi(t), torch.stack(rows), policy, dtype, plan)
+    weights = torch.stack(rows)
+    if mid is None:
+        sums = path_sums(forward, x, base, index, _phi(t), weights, policy, dtype, plan)
+    else:  # the known middle point enters every row with its weight there
+        other = j != (n + 1) // 2
+        sums = path_sums(forward, x, base, index, _phi(t[other]), weights[:, other], policy, dtype, plan)
+        w_mid = weights[:, ~other].to(device=sums.device, dtype=sums.dtype).view(-1, *(1,) * mid.ndim)
+        sums = sums + w_mid * mid.to(sums.dtype)[None]
+    g_cur, g_prev, *g_mid = sums
     # at 3 points (the 1-point level is the sub-level itself) there is no ratio: map_error assumes a slow one
     prev_change = _relative_change(g_prev * diff, g_mid[0] * diff) if g_mid else None
     todo = torch.arange(s, device=x.device)
-    evaluations = s * n
+    evaluations = s * (n if mid is None else n - 1)
     for level, n in enumerate(levels):
         if level:  # the new points t = odd j / (n + 1); the previous level's sum is halved (h halves)
             t = torch.arange(1, n + 1, 2, dtype=torch.float64) / (n + 1)

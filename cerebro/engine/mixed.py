@@ -13,7 +13,7 @@ does not converge by adding bf16 points. The scheme here, per sample:
    (at least halved since the previous level) and well above its rounding floor; from the 3-point level, too coarse
    to tell, every sample goes on to 7.
 3. Every other sample is finished in float32 from scratch by the float32 rule, so it ends exactly as a float32 run
-   would: converged, or flagged with the same delta.
+   would: converged, or flagged with the same delta (its first level reuses the float32 middle point of step 1).
 
 :class:`~cerebro.engine.precision.PrecisionPlan` times every pass; the first block also runs a few samples fully in
 float32 beside a few in the reduced scheme (both real work) to measure the speed per point, and the plan drops reduced
@@ -192,7 +192,7 @@ def _reduced(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: obj
     equivalent = int(torch.where(first_at_floor, torch.full_like(steps, levels[0]), steps)[done].sum())
     if fell.numel():  # finished in float32 from scratch: they end exactly as a float32 run would
         res = _nested(forward, x[fell], base[fell], _take(index, fell), gap[fell], n_steps, policy(None), tolerance,
-                      map_tolerance, max_steps, start_level, None, plan=plan)
+                      map_tolerance, max_steps, start_level, None, plan=plan, mid=g_mid32[fell] if adaptive else None)
         attr[fell], delta[fell], steps[fell] = res.attributions, res.delta, res.steps
         change[fell] = res.map_change if res.map_change is not None else float("nan")
         if res.converged is not None:
