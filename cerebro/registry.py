@@ -53,6 +53,6 @@ def available_diagnostics() -> list[str]:
 def get_diagnostic(name: str) -> type[Diagnostic]:
     """Return the class registered under ``name``; unknown names list what exists and suggest the nearest."""
     _load_builtins()
-    if name not in _REGISTRY:
+    if not isinstance(name, str) or name not in _REGISTRY:  # a list or a mapping is no name (and not hashable)
         raise choice_error("diagnostics", name, sorted(_REGISTRY))
     return _REGISTRY[name]

@@ -18,7 +18,7 @@ import math
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
@@ -167,8 +167,15 @@ def test_build_config_accepts_or_raises_config_error(kwargs: dict[str, Any], wra
 
 @FUZZ
 @given(spec=diagnostics, wrap=st.booleans())
+@example(spec={"faithfulness": {"methods": [[]]}}, wrap=False)  # found by this test: a TypeError (unhashable name)
 def test_parse_diagnostics_accepts_or_raises_config_error(spec: Any, wrap: bool) -> None:
     accepts_or_config_error(parse_diagnostics, spec=maybe_omegaconf(spec, wrap))
+
+
+def test_faithfulness_methods_that_are_not_names_name_the_option() -> None:
+    for bad in ([[]], [{"saliency": {}}], ["saliancy"]):
+        with pytest.raises(CerebroConfigError, match=r"`faithfulness.methods` can be one of \[.*'saliency'"):
+            parse_diagnostics({"faithfulness": {"methods": bad}})
 
 
 @FUZZ

@@ -39,7 +39,7 @@ from cerebro.engine.perturbation import UNIT_KINDS, Units, blur, make_units, map
 from cerebro.engine.precision import PRECISIONS, PrecisionPlan, record_precision
 from cerebro.engine.rng import seeded
 from cerebro.engine.store import RowTensor
-from cerebro.errors import CerebroConfigError, DiagnosticSkipped
+from cerebro.errors import CerebroConfigError, DiagnosticSkipped, choice_error
 from cerebro.registry import register_diagnostic
 from cerebro.report.writer import DiagnosticOutput
 
@@ -146,9 +146,12 @@ class Faithfulness(Diagnostic):
         if s != "auto" and (isinstance(s, bool) or not isinstance(s, int) or s < 3):
             raise CerebroConfigError(f"`faithfulness.steps` must be an int >= 3 or 'auto', got {s!r}")
         if self.options.methods is not None:
-            from cerebro.registry import get_diagnostic
+            from cerebro.registry import available_diagnostics, get_diagnostic
 
             for name in self.options.methods:
+                if not isinstance(name, str) or name not in available_diagnostics():  # e.g. a nested list
+                    raise choice_error("faithfulness.methods", name, [
+                        n for n in available_diagnostics() if issubclass(get_diagnostic(n), AttributionDiagnostic)])
                 if not issubclass(get_diagnostic(name), AttributionDiagnostic):
                     raise CerebroConfigError(f"`faithfulness.methods` lists {name!r}, which makes no attribution maps")
 
