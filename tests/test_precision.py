@@ -383,3 +383,22 @@ def test_cuda_fp16_gradients_are_loss_scaled() -> None:
     g16 = point_gradients(fwd, torch.zeros_like(x), x, None, i, alpha, torch.float32, torch.float16)
     err = (g16 - g32).flatten(1).norm(dim=1) / g32.flatten(1).norm(dim=1)
     assert float(err.max()) < 0.01, err
+
+
+def test_vargrad_stays_float32(tmp_path, monkeypatch) -> None:
+    """VarGrad's variance cancels: forced bf16/fp16 moved EEGNeX's maps by 7.8%/3.6% with status ok. Forcing them is a
+    config error naming the option and its valid choices; auto runs float32 without a side-by-side chunk."""
+    from cerebro.errors import CerebroConfigError
+
+    with pytest.raises(CerebroConfigError, match=r"`smoothgrad.precision: bf16` with `smoothgrad.nt_type: vargrad`.*"
+                                                 r"can be one of \['auto', 'fp32'\]"):
+        autopsy(nn.Linear(4, 1), (torch.randn(4, 4),), tmp_path / "a", [{"smoothgrad": {"nt_type": "vargrad",
+                                                                                      "precision": "bf16"}}])
+    _fake_bf16_hardware(monkeypatch)
+    fwd, x, _ = _case(2, n=8)
+    rec = autopsy(fwd.model, (x,), tmp_path / "b", [{"smoothgrad": {"nt_type": "vargrad", "nt_samples": 4}}])
+    dec = rec["diagnostics"]["smoothgrad"]["metrics"]["precision_decision"]
+    assert dec["requested"] == "auto" and dec["used"] == "fp32" and "vargrad" in dec["reason"]
+    assert dec["points"].get("bf16") is None and dec["samples"]["fp32"] == 8
+    rec = autopsy(fwd.model, (x,), tmp_path / "c", [{"smoothgrad": {"nt_type": "smoothgrad_sq", "nt_samples": 4}}])
+    assert rec["diagnostics"]["smoothgrad"]["metrics"]["precision_decision"]["points"]["bf16"] > 0  # still tried
