@@ -148,12 +148,14 @@ class Faithfulness(Diagnostic):
         if self.options.methods is not None:
             from cerebro.registry import available_diagnostics, get_diagnostic
 
+            names = available_diagnostics()
+            attribution = [n for n in names if issubclass(get_diagnostic(n), AttributionDiagnostic)]
             for name in self.options.methods:
-                if not isinstance(name, str) or name not in available_diagnostics():  # e.g. a nested list
-                    raise choice_error("faithfulness.methods", name, [
-                        n for n in available_diagnostics() if issubclass(get_diagnostic(n), AttributionDiagnostic)])
-                if not issubclass(get_diagnostic(name), AttributionDiagnostic):
+                if name in attribution:
+                    continue
+                if isinstance(name, str) and name in names:
                     raise CerebroConfigError(f"`faithfulness.methods` lists {name!r}, which makes no attribution maps")
+                raise choice_error("faithfulness.methods", name, attribution)  # a typo, or no name (a nested list)
 
     # -- set-up ---------------------------------------------------------------------------------------------------
     def _methods(self, ctx: AutopsyContext, root: Path) -> tuple[dict[str, RowTensor], dict[str, str]]:

@@ -126,7 +126,7 @@ def point_gradients(forward: Callable[..., Tensor], base: Tensor, diff: Tensor, 
                     alpha: Tensor, acc_dtype: torch.dtype, dtype: torch.dtype | None = None,
                     scale: LossScale | None = None) -> Tensor:
     """``grad f(b_i + alpha (x_i - b_i))`` for the points of samples ``i`` at ``alpha`` (one pass, ``dtype``
-    autocasting the model only, fp16 with loss scaling: ``scale``, else a fresh :class:`LossScale`), in
+    autocasting the model only; ``scale``: the pass's :class:`LossScale`, else a fresh one for ``dtype``), in
     ``acc_dtype``."""
     pts = (base[i] + alpha.view(-1, *(1,) * (base.ndim - 1)) * diff[i]).requires_grad_(True)
 
@@ -135,7 +135,7 @@ def point_gradients(forward: Callable[..., Tensor], base: Tensor, diff: Tensor, 
             out = forward(pts) if index is None else forward(pts, index[i])
         return out.to(acc_dtype)
 
-    g = (scale if scale is not None and dtype == torch.float16 else LossScale(dtype)).gradient(output, pts)
+    g = (scale if scale is not None else LossScale(dtype)).gradient(output, pts)
     return g.to(acc_dtype)
 
 
@@ -152,7 +152,7 @@ def path_sums(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Te
     if plan is not None:
         return plan.timed(dtype, x.shape[0] * int(alphas.numel()),
                           lambda: path_sums(forward, x, base, index, alphas, weights, policy, dtype,
-                                            scale=plan.loss_scale))
+                                            scale=plan.loss_scale if dtype == torch.float16 else None))
     scale = scale if scale is not None else LossScale(dtype)  # one per pass: an overflow is retried once per pass
     n_steps = int(alphas.numel())
     acc_dtype = torch.promote_types(x.dtype, torch.float32)  # float64 inputs accumulate in float64
