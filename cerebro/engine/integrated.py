@@ -38,7 +38,7 @@ from torch import Tensor
 
 from cerebro.engine import panels
 from cerebro.engine.chunking import ChunkPolicy
-from cerebro.engine.precision import LossScale, PrecisionPlan, autocast_for
+from cerebro.engine.precision import MEASURE_POINTS, LossScale, PrecisionPlan, autocast_for
 from cerebro.errors import CerebroConfigError
 
 __all__ = ["IGResult", "check_steps", "integrated_gradients", "path_sums", "point_gradients", "nested_rule",
@@ -150,9 +150,11 @@ def path_sums(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Te
     (a :class:`~cerebro.engine.precision.PrecisionPlan`) times the pass and keeps its fp16 loss scale across passes.
     """
     if plan is not None:
-        return plan.timed(dtype, x.shape[0] * int(alphas.numel()),
-                          lambda: path_sums(forward, x, base, index, alphas, weights, policy, dtype,
-                                            scale=plan.loss_scale if dtype == torch.float16 else None))
+        out = plan.timed(dtype, x.shape[0] * int(alphas.numel()),
+                         lambda: path_sums(forward, x, base, index, alphas, weights, policy, dtype,
+                                           scale=plan.loss_scale if dtype == torch.float16 else None))
+        plan.observe_rate(dtype, policy.rate(MEASURE_POINTS))
+        return out
     scale = scale if scale is not None else LossScale(dtype)  # one per pass: an overflow is retried once per pass
     n_steps = int(alphas.numel())
     acc_dtype = torch.promote_types(x.dtype, torch.float32)  # float64 inputs accumulate in float64

@@ -96,12 +96,14 @@ def nested_mixed(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index:
                   ChunkPolicy(1, None, x.device, 1), d)
     before = plan.seconds["fp32"], plan.points["fp32"]
     res_a = fp32(a)
-    t32 = (plan.seconds["fp32"] - before[0]) / max(plan.points["fp32"] - before[1], 1)
+    p32 = plan.points["fp32"] - before[1]
+    t32 = (plan.seconds["fp32"] - before[0]) / max(p32, 1)
     name = plan.candidate
     before = plan.seconds[name], plan.points[name]
     res_b = reduced(b)
-    tr = (plan.seconds[name] - before[0]) / max(plan.points[name] - before[1], 1)
-    plan.judge_speed(t32, tr)
+    pr = plan.points[name] - before[1]
+    tr = (plan.seconds[name] - before[0]) / max(pr, 1)
+    plan.judge_speed(t32, tr, points=min(p32, pr))
     # float32's speed is known now: the side-by-side samples' whole cost (control variates and float32 fall-backs
     # included) is judged before the rest of the block runs reduced; on so few samples only a cost above float32's
     # stops it (a gradient constant along the path: 7 reduced points and a float32 one where float32 needs 3)

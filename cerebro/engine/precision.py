@@ -6,8 +6,10 @@ AMX tiles), measures the real cost of every pass in each precision as the work g
 block runs a few samples in float32 and a few in reduced precision, both real work), and keeps reduced precision only
 while it pays: the measured seconds the reduced scheme spent (its reduced points, its float32 control variates and
 float32 fall-backs) must stay below what the same samples would have cost in float32 at the measured float32 speed.
-Accuracy is decided per sample by the scheme that uses the plan (see :mod:`cerebro.engine.mixed`): a sample that
-misses its tolerance in reduced precision is finished in float32, so it ends exactly as a float32 run would.
+Speeds per point are taken from full passes (:data:`MEASURE_POINTS`), not from the few points of the side-by-side
+samples, where per-pass overhead rules. Accuracy is decided per sample by the scheme that uses the plan (see
+:mod:`cerebro.engine.mixed`): a sample that misses its tolerance in reduced precision is finished in float32, so it
+ends exactly as a float32 run would.
 
 AVX512-BF16 without AMX is not a candidate by default: bf16 autocast measured only 1.2-1.5x float32's speed per point
 there (EEGNeX, resnet18 forward+backward on an AMD EPYC), which does not pay for the float32 control variate.
@@ -23,7 +25,7 @@ from typing import Any, TypeVar
 
 import torch
 
-__all__ = ["PRECISIONS", "DTYPES", "MIN_SPEEDUP", "LossScale", "PrecisionPlan", "PrecisionOptions",
+__all__ = ["PRECISIONS", "DTYPES", "MIN_SPEEDUP", "MEASURE_POINTS", "LossScale", "PrecisionPlan", "PrecisionOptions",
            "reduced_candidate", "autocast_for", "plan_for", "precision_option", "record_precision"]
 
 T = TypeVar("T")
@@ -34,6 +36,11 @@ _NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
 PAYING = 0.9
 #: Reduced points must be at least this much faster than float32 points on the first block's measurement.
 MIN_SPEEDUP = 1.25
+#: A pass of at least this many points measures its precision's cost per point. Smaller ones (the first block's
+#: side-by-side samples: 6-8 points) are ruled by per-pass overhead and first-call effects: the demo regressor cost
+#: 2.5 ms per point in a 6-point pass and 0.35 ms in full chunks, so float32's cost taken there made ``auto`` count
+#: bf16 at 0.22x float32's cost while the run took 1.17x float32's time.
+MEASURE_POINTS = 16
 
 
 def reduced_candidate(device: torch.device) -> tuple[str | None, str]:
@@ -55,6 +62,10 @@ def reduced_candidate(device: torch.device) -> tuple[str | None, str]:
                           "too little to pay for float32 corrections or a side-by-side first chunk: float32")
         return None, f"this CPU has no bf16 matrix units (AMX; capability {cap}): float32 is fastest"
     return None, f"no reduced precision on {device.type}: float32"
+
+
+def _name(dtype: torch.dtype | None) -> str:
+    return "fp32" if dtype in (None, torch.float32) else _NAMES[dtype]
 
 
 def autocast_for(device: torch.device, dtype: torch.dtype | None) -> Any:
@@ -149,9 +160,15 @@ class PrecisionPlan:
         #: float32 points the reduced samples would have cost (their final level), for the cost comparison
         self.fp32_equivalent_points = 0
         self.reduced_seconds = 0.0
-        #: float32 seconds per point and reduced speedup measured side by side on the first block (``auto``)
+        #: float32 seconds per point and reduced speedup measured side by side on the first block (``auto``); the
+        #: speedup is measured again on full passes as they come (:meth:`per_point`)
         self.fp32_per_point: float | None = None
         self.measured_speedup: float | None = None
+        #: per precision: seconds and points of the passes of at least :data:`MEASURE_POINTS` points, and the best
+        #: throughput (points per second) its chunk policy measured while calibrating (:meth:`observe_rate`)
+        self.full_seconds: dict[str, float] = {}
+        self.full_points: dict[str, int] = {}
+        self.best_rate: dict[str, float] = {}
         #: relative L2 distance of reduced-precision maps from float32's (or another measure), where measured side
         #: by side, and its key in :meth:`as_dict`
         self.map_error: float | None = None
@@ -178,9 +195,28 @@ class PrecisionPlan:
 
     def record(self, dtype: torch.dtype | None, points: int, seconds: float) -> None:
         """Add a pass of ``points`` points in ``dtype`` that took ``seconds`` to that precision's meter."""
-        name = "fp32" if dtype in (None, torch.float32) else _NAMES[dtype]
+        name = _name(dtype)
         self.seconds[name] = self.seconds.get(name, 0.0) + seconds
         self.points[name] = self.points.get(name, 0) + points
+        if points >= MEASURE_POINTS:
+            self.full_seconds[name] = self.full_seconds.get(name, 0.0) + seconds
+            self.full_points[name] = self.full_points.get(name, 0) + points
+
+    def observe_rate(self, dtype: torch.dtype | None, points_per_second: float | None) -> None:
+        """The best throughput the chunk policy of ``dtype`` passes measured at a chunk size of at least
+        :data:`MEASURE_POINTS` points (``None``: none yet)."""
+        if points_per_second:
+            name = _name(dtype)
+            self.best_rate[name] = max(self.best_rate.get(name, 0.0), points_per_second)
+
+    def per_point(self, name: str) -> float | None:
+        """Seconds per point of precision ``name`` in full passes: its chunk policy's best calibrated throughput,
+        else the mean over its passes of at least :data:`MEASURE_POINTS` points, else ``None``."""
+        if self.best_rate.get(name):
+            return 1.0 / self.best_rate[name]
+        if self.full_points.get(name):
+            return self.full_seconds[name] / self.full_points[name]
+        return None
 
     def planned(self, samples: int, points: int, run: Callable[[torch.dtype | None], T]) -> T:
         """``run(dtype)`` on ``samples`` samples (``points`` passes' worth) in the plan's current precision, timed and
@@ -205,16 +241,19 @@ class PrecisionPlan:
         self.samples["fp32"] += samples
         return results[0], results[1], seconds[0] / points, seconds[1] / points
 
-    def judge_speed(self, fp32_per_point: float, reduced_per_point: float) -> None:
+    def judge_speed(self, fp32_per_point: float, reduced_per_point: float, points: int | None = None) -> None:
         """After the first block's side-by-side passes: keep reduced precision only if its points are clearly
-        faster than float32's (``auto``); forced precisions are only recorded."""
+        faster than float32's (``auto``); forced precisions are only recorded. ``points``: the fewest points either
+        side measured; below :data:`MEASURE_POINTS` per-pass overhead rules the timing, so only a reduced side
+        slower than float32 declines there, and :meth:`account` judges the speed again on full passes."""
         self.measured = True
         self.fp32_per_point = fp32_per_point
         self.measured_speedup = fp32_per_point / max(reduced_per_point, 1e-12)
-        if self.requested == "auto" and self.active and self.measured_speedup < MIN_SPEEDUP:
+        needed = MIN_SPEEDUP if points is None or points >= MEASURE_POINTS else 1.0
+        if self.requested == "auto" and self.active and self.measured_speedup < needed:
             self.active = False
             self.reason = (f"{self.reason}, but {self.candidate} measured only {self.measured_speedup:.2f}x "
-                           f"float32's speed per point (needs {MIN_SPEEDUP}x): float32")
+                           f"float32's speed per point (needs {needed}x): float32")
 
     def judge_maps(self, fp32_per_point: float, reduced_per_point: float, map_error: float, tolerance: float,
                    measure: str = "maps", scale: str = "relative L2") -> None:
@@ -239,6 +278,18 @@ class PrecisionPlan:
         or less moves the ratio by a third)."""
         self.reduced_seconds += reduced_seconds
         self.fp32_equivalent_points += fp32_equivalent_points
+        full32 = self.per_point("fp32")
+        if full32 is not None:  # float32's cost in full passes (control variates, fall-backs), not in the few points
+            self.fp32_per_point = full32  # of the side-by-side samples
+            reduced = self.per_point(self.candidate) if self.candidate is not None else None
+            if reduced is not None:
+                self.measured_speedup = full32 / reduced
+                if self.requested == "auto" and self.active and self.measured_speedup < MIN_SPEEDUP:
+                    self.active = False
+                    self.reason = (f"{self.reason}; in full passes {self.candidate} measured only "
+                                   f"{self.measured_speedup:.2f}x float32's speed per point (needs {MIN_SPEEDUP}x): "
+                                   f"float32 for the rest of the run")
+                    return
         t32 = self.fp32_per_point
         if self.requested != "auto" or not self.active or t32 is None or not self.fp32_equivalent_points:
             return
