@@ -46,6 +46,9 @@ class Clocked(precision.PrecisionPlan):
     def cost(self) -> float:
         return sum(self.points[k] * self.price[k] for k in self.points)
 
+    def observe_rate(self, dtype, points_per_second):  # noqa: ANN001, ANN201
+        """The clock prices the passes; the chunk policies' wall-clock throughput is not a measure here."""
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -55,6 +55,9 @@ class Clocked(PrecisionPlan):
     def total(self) -> float:
         return sum(self.points[k] * self.cost[k] for k in self.points)
 
+    def observe_rate(self, dtype, points_per_second):  # noqa: ANN001, ANN201
+        """The clock prices the passes; the chunk policies' wall-clock throughput is not a measure here."""
+
 
 def _fake_bf16_hardware(monkeypatch) -> None:  # noqa: ANN001
     monkeypatch.setattr(precision, "reduced_candidate", lambda device: ("bf16", "mocked bf16 hardware"))
