@@ -6,8 +6,9 @@ plain Python or as OmegaConf containers (what Hydra passes). Any other exception
 stack trace instead of a message naming the bad value.
 
 Every crash found while fuzzing is fixed and kept below as a plain regression test with its exact input (see
-``test_known_crash_*``). The generators draw valid values 3 times in 4
-(:func:`mostly`) so that examples get past the first check and reach the option, range and cross-option checks.
+``test_known_crash_*``). The suite runs a fixed set of examples; ``CEREBRO_FUZZ_EXPLORE=1`` draws new ones. The
+generators draw valid values 3 times in 4 (:func:`mostly`) so that examples get past the first check and reach the
+option, range and cross-option checks.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
+import os
 from typing import Any
 
 import pytest
@@ -40,7 +42,10 @@ WORDS = ["auto", "zeros", "mean", "data", "gausslegendre", "riemann_right", "bf1
 #: Only importable, side-effect-free callables (``_target_`` imports its path); random text is not imported.
 SAFE_CALLABLES = ["math.sqrt", "cerebro.targets.build_target", "cerebro.no_such_function", "no_such_module_zz.fn"]
 
-FUZZ = settings(max_examples=300, deadline=None, database=None,
+#: The suite draws the same examples every run (derandomized: green run after run, as CI needs). To explore new ones
+#: (how the ``faithfulness.methods: [[]]`` crash was found): ``CEREBRO_FUZZ_EXPLORE=1 pytest tests/test_config_fuzz.py``.
+EXPLORE = bool(os.environ.get("CEREBRO_FUZZ_EXPLORE"))
+FUZZ = settings(max_examples=1000 if EXPLORE else 300, deadline=None, database=None, derandomize=not EXPLORE,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
