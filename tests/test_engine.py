@@ -41,6 +41,20 @@ def test_engine_equals_captum_at_equal_steps(method: str, chunk: int) -> None:
     assert res.evaluations == 6 * 20 and res.steps.tolist() == [20] * 6
 
 
+@pytest.mark.parametrize("method,precision", [("nested", "auto"), ("nested", "bf16"), ("gausslegendre", "fp32")])
+def test_an_empty_block_gives_empty_results(method: str, precision: str) -> None:
+    """No sample: empty maps and per-sample arrays, no pass (it crashed in the reduced scheme's reshape)."""
+    from cerebro.engine.precision import PrecisionPlan
+
+    fwd = ScalarForward(_classifier(), ClassificationTarget())
+    x = torch.zeros(0, 3, 12)
+    plan = PrecisionPlan(precision, torch.device("cpu"))
+    res = integrated_gradients(fwd, x, x, torch.zeros(0, dtype=torch.long), None, method,
+                               ChunkPolicy(8, None, torch.device("cpu")), plan=plan)
+    assert res.attributions.shape == (0, 3, 12) and res.gap.shape == res.delta.shape == res.steps.shape == (0,)
+    assert res.evaluations == 0 and sum(plan.points.values()) == 0
+
+
 def test_adaptive_steps_reach_the_tolerance_per_sample() -> None:
     torch.manual_seed(1)
     model = nn.Sequential(nn.Linear(8, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 1)).eval()

@@ -332,6 +332,12 @@ def integrated_gradients(forward: Callable[..., Tensor], x: Tensor, base: Tensor
             every point in the plan's precision as it is (no correction).
         precision_tolerance: with reduced precision, most relative L2 rounding floor of a sample's map.
     """
+    if x.shape[0] == 0:  # an empty block: nothing to attribute (no forward pass on an empty batch)
+        acc = torch.promote_types(x.dtype, torch.float32)
+        empty = torch.zeros(0, dtype=acc, device=x.device)
+        return IGResult(torch.zeros(x.shape, dtype=acc, device=x.device), empty, empty.clone(),
+                        torch.zeros(0, dtype=torch.long, device=x.device), 0, empty.clone(),
+                        torch.zeros(0, dtype=torch.bool, device=x.device))
     dtype = dtype if dtype is not None else autocast
     if plan is None and dtype not in (None, torch.float32):
         plan = PrecisionPlan("bf16" if dtype == torch.bfloat16 else "fp16", x.device)
