@@ -46,7 +46,7 @@ class Clocked(precision.PrecisionPlan):
     def cost(self) -> float:
         return sum(self.points[k] * self.price[k] for k in self.points)
 
-    def observe_rate(self, dtype, points_per_second):  # noqa: ANN001, ANN201
+    def observe_rates(self, dtype, rates):  # noqa: ANN001, ANN201
         """The clock prices the passes; the chunk policies' wall-clock throughput is not a measure here."""
 
 

@@ -55,7 +55,7 @@ class Clocked(PrecisionPlan):
     def total(self) -> float:
         return sum(self.points[k] * self.cost[k] for k in self.points)
 
-    def observe_rate(self, dtype, points_per_second):  # noqa: ANN001, ANN201
+    def observe_rates(self, dtype, rates):  # noqa: ANN001, ANN201
         """The clock prices the passes; the chunk policies' wall-clock throughput is not a measure here."""
 
 
@@ -271,22 +271,26 @@ def test_a_slow_first_pass_does_not_keep_bf16_that_does_not_pay(monkeypatch) -> 
 
 def test_full_pass_speeds_come_from_the_chunk_policys_calibration() -> None:
     """The plan prices each precision at full passes: the best throughput its chunk policy measured at chunks of at
-    least MEASURE_POINTS points (path_sums reports it after every pass), else the mean over passes of that size;
-    smaller chunks and passes (per-pass overhead) are not a measure."""
+    least MEASURE_POINTS points (path_sums reports them after every pass), else the mean over passes of that size;
+    smaller chunks and passes (per-pass overhead) are not a measure. The two precisions' speeds are compared at the
+    largest chunk size both measured (the larger the chunk, the faster the point)."""
     policy = ChunkPolicy(64, None, CPU)
     policy._record(4, 1.0)  # 4 points per second at chunks of 4: too small to count
-    assert policy.rate(precision.MEASURE_POINTS) is None and policy.rate() == 4.0
+    assert policy.rates(precision.MEASURE_POINTS) == {} and policy.rates() == {4: 4.0}
     plan = PrecisionPlan("bf16", CPU)
     plan.record(None, 8, 80.0)  # a small pass: no measure
-    assert plan.per_point("fp32") is None
+    assert plan.per_point("fp32") is None and plan.full_speedup() is None
     plan.record(None, 20, 10.0)
-    assert plan.per_point("fp32") == pytest.approx(0.5)
-    plan.observe_rate(None, 16.0)
-    assert plan.per_point("fp32") == pytest.approx(1 / 16)
+    plan.record(torch.bfloat16, 40, 5.0)
+    assert plan.per_point("fp32") == pytest.approx(0.5) and plan.full_speedup() == pytest.approx(4.0)
+    plan.observe_rates(None, {16: 16.0, 32: 20.0})
+    plan.observe_rates(torch.bfloat16, {16: 24.0, 32: 40.0, 64: 100.0})
+    assert plan.per_point("fp32") == pytest.approx(1 / 20)
+    assert plan.full_speedup() == pytest.approx(2.0)  # at 32 points, not bf16's 64 against float32's 32
     fwd, x, base = _case(2, n=8)
     policy, plan = ChunkPolicy(64, None, CPU), PrecisionPlan("fp32", CPU)
     integrated_gradients(fwd, x, base, None, 7, "nested", policy, plan=plan)  # 56 points: chunks 4, 8, 16, 28
-    assert set(policy._timings) == {4, 8, 16} and plan.best_rate["fp32"] == policy.rate(precision.MEASURE_POINTS)
+    assert set(policy._timings) == {4, 8, 16} and plan.rates["fp32"] == policy.rates(precision.MEASURE_POINTS)
 
 
 def _bias_free_cnn() -> ScalarForward:

@@ -97,11 +97,10 @@ class ChunkPolicy:
             if self.key is not None:
                 _CACHE[self.key] = best
 
-    def rate(self, min_size: int = 1) -> float | None:
-        """The best throughput (points per second) measured while calibrating at chunks of at least ``min_size``
-        points, or ``None`` (none measured: a fixed or cached size times nothing)."""
-        rates = [v for k, v in self._timings.items() if k >= min_size]
-        return max(rates) if rates else None
+    def rates(self, min_size: int = 1) -> dict[int, float]:
+        """Throughput (points per second) measured while calibrating, per chunk size of at least ``min_size`` points
+        (empty where none was measured: a fixed or cached size times nothing)."""
+        return {k: v for k, v in self._timings.items() if k >= min_size}
 
     def describe(self) -> dict[str, Any]:
         return {"chunk_points": self.chosen, "limit_points": self.limit, "oom_halvings": self.oom_halvings,

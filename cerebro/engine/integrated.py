@@ -153,7 +153,7 @@ def path_sums(forward: Callable[..., Tensor], x: Tensor, base: Tensor, index: Te
         out = plan.timed(dtype, x.shape[0] * int(alphas.numel()),
                          lambda: path_sums(forward, x, base, index, alphas, weights, policy, dtype,
                                            scale=plan.loss_scale if dtype == torch.float16 else None))
-        plan.observe_rate(dtype, policy.rate(MEASURE_POINTS))
+        plan.observe_rates(dtype, policy.rates(MEASURE_POINTS))
         return out
     scale = scale if scale is not None else LossScale(dtype)  # one per pass: an overflow is retried once per pass
     n_steps = int(alphas.numel())

@@ -164,11 +164,12 @@ class PrecisionPlan:
         #: speedup is measured again on full passes as they come (:meth:`per_point`)
         self.fp32_per_point: float | None = None
         self.measured_speedup: float | None = None
-        #: per precision: seconds and points of the passes of at least :data:`MEASURE_POINTS` points, and the best
-        #: throughput (points per second) its chunk policy measured while calibrating (:meth:`observe_rate`)
+        #: per precision: seconds and points of the passes of at least :data:`MEASURE_POINTS` points, and the
+        #: throughput (points per second) per chunk size its chunk policy measured while calibrating
+        #: (:meth:`observe_rates`)
         self.full_seconds: dict[str, float] = {}
         self.full_points: dict[str, int] = {}
-        self.best_rate: dict[str, float] = {}
+        self.rates: dict[str, dict[int, float]] = {}
         #: relative L2 distance of reduced-precision maps from float32's (or another measure), where measured side
         #: by side, and its key in :meth:`as_dict`
         self.map_error: float | None = None
@@ -202,21 +203,35 @@ class PrecisionPlan:
             self.full_seconds[name] = self.full_seconds.get(name, 0.0) + seconds
             self.full_points[name] = self.full_points.get(name, 0) + points
 
-    def observe_rate(self, dtype: torch.dtype | None, points_per_second: float | None) -> None:
-        """The best throughput the chunk policy of ``dtype`` passes measured at a chunk size of at least
-        :data:`MEASURE_POINTS` points (``None``: none yet)."""
-        if points_per_second:
-            name = _name(dtype)
-            self.best_rate[name] = max(self.best_rate.get(name, 0.0), points_per_second)
+    def observe_rates(self, dtype: torch.dtype | None, rates: dict[int, float]) -> None:
+        """The throughput per chunk size (of at least :data:`MEASURE_POINTS` points) that the chunk policy of
+        ``dtype`` passes measured while calibrating."""
+        table = self.rates.setdefault(_name(dtype), {})
+        for size, rate in rates.items():
+            table[size] = max(table.get(size, 0.0), rate)
 
     def per_point(self, name: str) -> float | None:
         """Seconds per point of precision ``name`` in full passes: its chunk policy's best calibrated throughput,
         else the mean over its passes of at least :data:`MEASURE_POINTS` points, else ``None``."""
-        if self.best_rate.get(name):
-            return 1.0 / self.best_rate[name]
+        if self.rates.get(name):
+            return 1.0 / max(self.rates[name].values())
         if self.full_points.get(name):
             return self.full_seconds[name] / self.full_points[name]
         return None
+
+    def full_speedup(self) -> float | None:
+        """The reduced candidate's speed per point over float32's in full passes: at the largest chunk size both
+        chunk policies calibrated (the same pass size: the larger the chunk, the faster the point), else from
+        :meth:`per_point`; ``None`` until both have been measured."""
+        if self.candidate is None:
+            return None
+        r32, rr = self.rates.get("fp32", {}), self.rates.get(self.candidate, {})
+        common = set(r32) & set(rr)
+        if common:
+            size = max(common)
+            return rr[size] / r32[size]
+        t32, tr = self.per_point("fp32"), self.per_point(self.candidate)
+        return None if t32 is None or tr is None else t32 / tr
 
     def planned(self, samples: int, points: int, run: Callable[[torch.dtype | None], T]) -> T:
         """``run(dtype)`` on ``samples`` samples (``points`` passes' worth) in the plan's current precision, timed and
@@ -281,9 +296,9 @@ class PrecisionPlan:
         full32 = self.per_point("fp32")
         if full32 is not None:  # float32's cost in full passes (control variates, fall-backs), not in the few points
             self.fp32_per_point = full32  # of the side-by-side samples
-            reduced = self.per_point(self.candidate) if self.candidate is not None else None
-            if reduced is not None:
-                self.measured_speedup = full32 / reduced
+            speedup = self.full_speedup()
+            if speedup is not None:
+                self.measured_speedup = speedup
                 if self.requested == "auto" and self.active and self.measured_speedup < MIN_SPEEDUP:
                     self.active = False
                     self.reason = (f"{self.reason}; in full passes {self.candidate} measured only "
