@@ -254,8 +254,8 @@ class SlowFirstPass(Clocked):
 def test_a_slow_first_pass_does_not_keep_bf16_that_does_not_pay(monkeypatch) -> None:
     """bf16 no faster than float32 per point, but the first float32 pass (the side-by-side samples' 6 points) pays a
     one-time cost: measured there, float32 looked 2.4x slower per point, and the account, priced at that, counted the
-    reduced scheme at half float32's cost while every block cost 1.14x (the demo regressor: counted 0.22x, took
-    1.17x float32's time). Float32's cost is now taken from full passes (control variates, fall-backs), and the speed
+    reduced scheme at about half float32's cost while each block cost at least 1.14x (the demo regressor: counted
+    0.22x, took 1.17x float32's time). Float32's cost is now taken from full passes (control variates, fall-backs), and the speed
     is judged again there: bf16 stops after the first block."""
     _fake_bf16_hardware(monkeypatch)
     fwd, x, base = _case(2, n=96)
