@@ -169,11 +169,35 @@ def test_an_overflowing_fp16_pass_is_redone_at_a_lower_scale() -> None:
                         torch.float16, scale)
     assert scale.retries == 1 and scale.value == 2.0**10
     assert torch.equal(g, torch.full_like(g, 10.0))
+    # the redone pass was the first without overflow at 2**10; after GROWTH_INTERVAL of them the scale doubles
+    for k in range(2, LossScale.GROWTH_INTERVAL + 1):
+        g = point_gradients(model, torch.zeros_like(x), x, None, torch.arange(4), torch.full((4,), 0.5),
+                            torch.float32, torch.float16, scale)
+        assert torch.equal(g, torch.full_like(g, 10.0))
+        assert scale.value == (2.0**11 if k == LossScale.GROWTH_INTERVAL else 2.0**10), k
     with torch.no_grad():
         model.weight.fill_(1e5)  # the forward itself overflows in fp16: no scale helps, no retry loop
     g = point_gradients(model, torch.zeros_like(x), x, None, torch.arange(4), torch.full((4,), 0.5), torch.float32,
                         torch.float16, scale)
     assert scale.retries == 1 and not bool(torch.isfinite(g).all())
+
+
+def test_the_captum_methods_loss_scale_backs_off_and_grows_back() -> None:
+    """``LossScale.scaled`` (the Captum methods' chunks): a result that overflows above 2**10 is redone at 2**10, the
+    result is divided by the scale used, and GROWTH_INTERVAL chunks without overflow double the scale again."""
+    from cerebro.engine.precision import LossScale
+
+    scale = LossScale(torch.float16)
+
+    def run(value: float) -> torch.Tensor:  # a map of degree 2 in the output's scale, overflowing above 2**10
+        return torch.tensor([3.0 * value**2 if value <= 2.0**10 else float("inf")])
+
+    assert float(scale.scaled(run, degree=2)) == 3.0 and scale.value == 2.0**10 and scale.retries == 1
+    for k in range(2, LossScale.GROWTH_INTERVAL + 1):
+        assert float(scale.scaled(run, degree=2)) == 3.0
+        assert scale.value == (2.0**11 if k == LossScale.GROWTH_INTERVAL else 2.0**10), k
+    assert float(scale.scaled(run, degree=2)) == 3.0 and scale.value == 2.0**7 and scale.retries == 2
+    assert LossScale(torch.bfloat16).scaled(run) == 3.0 and LossScale(torch.bfloat16).value == 1.0
 
 
 def test_a_sample_that_misses_everywhere_ends_exactly_as_in_fp32() -> None:

@@ -85,7 +85,8 @@ class LossScale:
     2e-6), so unscaled fp16 moved EEGNeX's gradients by 6.6% (relative L2) where bf16 moved them by 0.6%; scaled,
     fp16 moves them by 0.2%. The output is multiplied by :attr:`value` before the backward pass and the gradient
     divided by it after (both exact: powers of 2). A pass whose gradient overflows (inf/NaN while the output itself is
-    finite) is redone at a 16 times smaller scale, which the run then keeps. bf16 and float32 have float32's range:
+    finite) is redone at a 16 times smaller scale, which the run then keeps until :attr:`GROWTH_INTERVAL` passes
+    without overflow double it again (up to :attr:`START`). bf16 and float32 have float32's range:
     scale 1, nothing checked.
     """
 
@@ -94,22 +95,46 @@ class LossScale:
     START = 2.0**14
     #: Factor by which an overflowing pass lowers the scale.
     BACKOFF = 16.0
+    #: Passes without overflow after which a lowered scale doubles again, up to :attr:`START` (as GradScaler's
+    #: ``growth_interval``): one sample's large gradients do not leave the rest of the run at a scale where small
+    #: ones underflow.
+    GROWTH_INTERVAL = 50
 
     def __init__(self, dtype: torch.dtype | None) -> None:
-        self.value = self.START if dtype == torch.float16 else 1.0
+        self.fp16 = dtype == torch.float16
+        self.value = self.START if self.fp16 else 1.0
         #: passes redone at a lower scale after an overflow
         self.retries = 0
+        self._clean = 0
+
+    def _backoff(self) -> None:
+        self.value = max(self.value / self.BACKOFF, 1.0)
+        self.retries += 1
+        self._clean = 0
+
+    def _passed(self) -> None:
+        """An fp16 pass without overflow: after :attr:`GROWTH_INTERVAL` of them a lowered scale doubles."""
+        if not self.fp16 or self.value >= self.START:
+            return
+        self._clean += 1
+        if self._clean >= self.GROWTH_INTERVAL:
+            self.value, self._clean = min(self.value * 2, self.START), 0
 
     def gradient(self, output: Callable[[], torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
         """``d sum(output()) / d inputs`` with the output scaled (``output`` runs the forward pass, again on a
         retry)."""
         while True:
             out = output()
-            (g,) = torch.autograd.grad(out.sum() * self.value, inputs)
-            if self.value == 1.0 or bool(torch.isfinite(g).all()) or not bool(torch.isfinite(out).all()):
-                return g if self.value == 1.0 else g / self.value  # a non-finite output: no scale helps
-            self.value = max(self.value / self.BACKOFF, 1.0)
-            self.retries += 1
+            used = self.value
+            (g,) = torch.autograd.grad(out.sum() * used, inputs)
+            if not self.fp16:
+                return g
+            if bool(torch.isfinite(g).all()):
+                self._passed()
+                return g if used == 1.0 else g / used
+            if used == 1.0 or not bool(torch.isfinite(out).all()):
+                return g if used == 1.0 else g / used  # a non-finite output: no scale helps
+            self._backoff()
 
     def scaled(self, run: Callable[[float], torch.Tensor], degree: int = 1) -> torch.Tensor:
         """``run(value)`` computes with the output multiplied by ``value`` (e.g. a Captum method on a scaled forward
@@ -121,13 +146,13 @@ class LossScale:
             out = run(self.value)
             if self.value == 1.0 or bool(torch.isfinite(out).all()):
                 break
-            self.value = max(self.value / self.BACKOFF, 1.0)
-            self.retries += 1
-        if self.value == 1.0:
-            if not bool(torch.isfinite(out).all()):
-                self.value = start
+            self._backoff()
+        used = self.value
+        if used == 1.0 and not bool(torch.isfinite(out).all()):
+            self.value = start
             return out
-        return out.to(torch.promote_types(out.dtype, torch.float32)) / self.value**degree
+        self._passed()
+        return out if used == 1.0 else out.to(torch.promote_types(out.dtype, torch.float32)) / used**degree
 
 
 class PrecisionPlan:
