@@ -27,7 +27,7 @@ LOG=${OUT:-.}/gpu_check.log
   fi
   echo "== CUDA tests"
   timeout 150 "$PY" -m pytest -q -p no:cacheprovider -k cuda tests/test_ig_speed_accuracy.py tests/test_engine.py \
-    tests/test_precision.py
+    tests/test_precision.py tests/test_precision_fp16.py
   echo "== benchmark --device cuda"
   if [ -n "${QUICK:-}" ]; then ARGS=(--quick); else ARGS=(--samples 32 --repeats 3); fi
   timeout 400 "$PY" scripts/bench_accuracy_speed.py --device cuda --models "${MODELS[@]}" "${ARGS[@]}"

@@ -113,7 +113,7 @@ class CaptumMethod(AttributionDiagnostic):
     def _attribute_at(self, ctx: AutopsyContext, state: dict[str, Any], sl: slice, dtype: torch.dtype | None
                       ) -> Tensor:
         """:meth:`attribute` autocast to ``dtype``; fp16 with the plan's loss scale on the method's forward function
-        (:class:`~cerebro.engine.precision.LossScale`: fp16 gradients of wide inputs underflow unscaled)."""
+        (:class:`~cerebro.engine.loss_scale.LossScale`: fp16 gradients of wide inputs underflow unscaled)."""
         degree = self.output_degree(state)
         if dtype != torch.float16 or degree is None:
             with autocast_for(ctx.device, dtype):

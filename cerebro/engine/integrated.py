@@ -38,7 +38,8 @@ from torch import Tensor
 
 from cerebro.engine import panels
 from cerebro.engine.chunking import ChunkPolicy
-from cerebro.engine.precision import MEASURE_POINTS, LossScale, PrecisionPlan, autocast_for
+from cerebro.engine.loss_scale import LossScale
+from cerebro.engine.precision import MEASURE_POINTS, PrecisionPlan, autocast_for
 from cerebro.errors import CerebroConfigError
 
 __all__ = ["IGResult", "check_steps", "integrated_gradients", "path_sums", "point_gradients", "nested_rule",
