@@ -14,7 +14,7 @@ from torch import Tensor
 
 from cerebro.diagnostics.captum_method import CaptumMethod
 from cerebro.engine.context import AutopsyContext
-from cerebro.engine.precision import PrecisionOptions, PrecisionPlan
+from cerebro.engine.precision import PrecisionOptions, PrecisionPlan, float32_plan
 from cerebro.errors import CerebroConfigError
 from cerebro.registry import register_diagnostic
 
@@ -67,9 +67,8 @@ class SmoothGrad(CaptumMethod):
     def plan(self, ctx: AutopsyContext) -> PrecisionPlan | None:
         if self.options.nt_type != "vargrad":
             return super().plan(ctx)
-        plan = PrecisionPlan("fp32", ctx.device)  # no side-by-side chunk: it would only confirm the loss
-        plan.requested, plan.reason = self.options.precision, f"float32: {_VARGRAD_FP32}"
-        return plan
+        # no side-by-side chunk: it would only confirm the loss
+        return float32_plan(self.options.precision, ctx.device, f"float32: {_VARGRAD_FP32}")
 
     def output_degree(self, state: dict[str, Any]) -> int | None:
         return 2 if self.options.nt_type in ("smoothgrad_sq", "vargrad") else 1  # squares scale as the square

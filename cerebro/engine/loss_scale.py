@@ -62,11 +62,11 @@ class LossScale:
             (g,) = torch.autograd.grad(out.sum() * used, inputs)
             if not self.fp16:
                 return g
-            if bool(torch.isfinite(g).all()):
-                self._passed()
+            finite = bool(torch.isfinite(g).all())
+            if finite or used == 1.0 or not bool(torch.isfinite(out).all()):  # a non-finite output: no scale helps
+                if finite:
+                    self._passed()
                 return g if used == 1.0 else g / used
-            if used == 1.0 or not bool(torch.isfinite(out).all()):
-                return g if used == 1.0 else g / used  # a non-finite output: no scale helps
             self._backoff()
 
     def scaled(self, run: Callable[[float], torch.Tensor], degree: int = 1) -> torch.Tensor:

@@ -28,7 +28,7 @@ import torch
 from cerebro.engine.loss_scale import LossScale
 
 __all__ = ["PRECISIONS", "DTYPES", "MIN_SPEEDUP", "MEASURE_POINTS", "LossScale", "PrecisionPlan", "PrecisionOptions",
-           "reduced_candidate", "autocast_for", "plan_for", "precision_option", "record_precision"]
+           "reduced_candidate", "autocast_for", "float32_plan", "plan_for", "precision_option", "record_precision"]
 
 T = TypeVar("T")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -306,15 +306,21 @@ def precision_option(owner: str, precision: str, autocast: str | None) -> str:
     return autocast
 
 
+def float32_plan(requested: str, device: torch.device, reason: str) -> PrecisionPlan:
+    """A plan that runs float32 whatever was ``requested`` (recorded as it was), for ``reason``: no reduced
+    candidate, no side-by-side chunk."""
+    plan = PrecisionPlan("fp32", device)
+    plan.requested, plan.reason = requested, reason
+    return plan
+
+
 def plan_for(requested: str, nested: bool, device: torch.device) -> PrecisionPlan:
     """The plan of an IG-family diagnostic: ``auto`` tries reduced precision on the nested rule only (Captum's rules
     stay float32, equal to ``captum.attr.IntegratedGradients``)."""
     if requested != "auto" or nested:
         return PrecisionPlan(requested, device)
-    plan = PrecisionPlan("fp32", device)
-    plan.requested, plan.reason = "auto", ("Captum's rule: float32, equal to captum.attr.IntegratedGradients "
-                                           "(precision auto runs reduced precision on the nested rule only)")
-    return plan
+    return float32_plan("auto", device, "Captum's rule: float32, equal to captum.attr.IntegratedGradients "
+                                        "(precision auto runs reduced precision on the nested rule only)")
 
 
 def record_precision(out: Any, plan: PrecisionPlan) -> None:
